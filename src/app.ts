@@ -1,0 +1,123 @@
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createLogger } from './logger.js';
+import { createMetrics } from './metrics.js';
+import type { Services } from './schema/context.js';
+import { createHttpServer, type HttpServer } from './server.js';
+import { openDatabase, type Database } from './storage/database.js';
+import { createSecretBox, loadEncryptionKey } from './storage/secrets.js';
+import { WorkingCopies } from './storage/workingCopies.js';
+import { SyncEngine } from './sync/engine.js';
+import { SyncEvents } from './sync/events.js';
+import { Git } from './sync/git.js';
+import { RepositoryService } from './sync/repositories.js';
+import { parseRepositoryUrl } from './sync/repositoryUrl.js';
+import { RunQueue } from './sync/runQueue.js';
+import { Scheduler } from './sync/scheduler.js';
+import { createStrategies } from './sync/strategies.js';
+
+export interface App {
+  config: Config;
+  logger: Logger;
+  db: Database;
+  engine: SyncEngine;
+  scheduler: Scheduler;
+  services: Services;
+  http: HttpServer;
+  /** Base URL the server listens on. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  logger?: Logger;
+  /** An already open database (CLI commands, tests); default: open from config. */
+  db?: Database;
+}
+
+/** The composition root: wires the pipeline of SPEC §1 and starts serving. */
+export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = options.db ?? (await openDatabase(config));
+  const applied = await db.migrate();
+  if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+
+  const secretBox = createSecretBox(await loadEncryptionKey(config.dataDir, config.encryptionKey));
+  const copies = new WorkingCopies(config.dataDir);
+  await copies.init();
+  const git = new Git({ timeoutMs: config.gitTimeoutMs, idleTimeoutMs: config.gitIdleTimeoutMs });
+  const events = new SyncEvents();
+  const runQueue = new RunQueue(db.prisma);
+  const metrics = createMetrics(async () => {
+    const groups = await db.prisma.repository.groupBy({ by: ['status'], _count: { _all: true } });
+    return Object.fromEntries(groups.map((group) => [group.status, group._count._all]));
+  });
+
+  let repositories!: RepositoryService;
+  const engine = new SyncEngine(
+    {
+      prisma: db.prisma,
+      git,
+      copies,
+      strategies: createStrategies(git, copies),
+      events,
+      logger,
+      resolveAuth: (repository) => repositories.authFor(repository),
+      assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
+    },
+    runQueue,
+    metrics,
+    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId: `${process.pid}-${randomUUID()}` },
+  );
+  repositories = new RepositoryService(db.prisma, engine, git, copies, secretBox, config, logger);
+  const services: Services = { config, engine, events, repositories, secretBox };
+
+  await recover(db, runQueue, logger);
+  const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
+
+  const http = createHttpServer({ db, services, metrics, logger });
+  await new Promise<void>((resolve, reject) => {
+    http.server.once('error', reject);
+    http.server.listen(config.port, config.host, () => resolve());
+  });
+  const address = http.server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir }, 'RepoLens Sync is serving');
+
+  const resumed = await engine.resumeQueued();
+  if (resumed) logger.info({ runs: resumed }, 'resumed queued sync runs');
+  scheduler.start();
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    logger,
+    db,
+    engine,
+    scheduler,
+    services,
+    http,
+    url,
+    close() {
+      closing ??= (async () => {
+        await scheduler.stop();
+        await http.close();
+        await engine.shutdown(config.shutdownGraceMs);
+        if (!options.db) await db.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * After a crash: runs left RUNNING go back to the queue and repositories
+ * left SYNCING become OUTDATED (temporary clones were removed by copies.init).
+ */
+async function recover(db: Database, runQueue: RunQueue, logger: Logger): Promise<void> {
+  const requeued = await runQueue.requeueOrphans(null);
+  const { count } = await db.prisma.repository.updateMany({ where: { status: 'SYNCING' }, data: { status: 'OUTDATED' } });
+  if (requeued || count) logger.warn({ requeuedRuns: requeued, outdatedRepositories: count }, 'recovered from an unclean stop');
+}

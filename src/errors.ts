@@ -1,0 +1,46 @@
+// One family of domain errors. Anything thrown below the API is one of these
+// or an unexpected bug; src/schema/errors.ts turns them into
+// `extensions.code` and masks everything else as INTERNAL.
+
+export type ErrorCode =
+  | 'BAD_USER_INPUT'
+  | 'NOT_FOUND'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'CONFLICT'
+  | 'PROVIDER_ERROR'
+  | 'INTERNAL';
+
+export abstract class DomainError extends Error {
+  abstract readonly code: ErrorCode;
+}
+
+export class BadUserInputError extends DomainError {
+  readonly code = 'BAD_USER_INPUT';
+}
+
+export class NotFoundError extends DomainError {
+  readonly code = 'NOT_FOUND';
+  constructor(what = 'object') {
+    super(`${what} not found`);
+  }
+}
+
+export class UnauthenticatedError extends DomainError {
+  readonly code = 'UNAUTHENTICATED';
+  constructor(message = 'a valid API token is required (Authorization: Bearer <token>)') {
+    super(message);
+  }
+}
+
+export class ForbiddenError extends DomainError {
+  readonly code = 'FORBIDDEN';
+}
+
+export class ConflictError extends DomainError {
+  readonly code = 'CONFLICT';
+}
+
+export class ProviderError extends DomainError {
+  readonly code = 'PROVIDER_ERROR';
+}

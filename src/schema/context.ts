@@ -1,0 +1,21 @@
+import type { Config } from '../config.js';
+import type { Prisma } from '../storage/database.js';
+import type { SecretBox } from '../storage/secrets.js';
+import type { SyncEngine } from '../sync/engine.js';
+import type { SyncEvents } from '../sync/events.js';
+import type { RepositoryService } from '../sync/repositories.js';
+
+export interface Services {
+  config: Config;
+  engine: SyncEngine;
+  events: SyncEvents;
+  repositories: RepositoryService;
+  secretBox: SecretBox;
+}
+
+/** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */
+export interface GraphQLContext {
+  tenantId: string;
+  prisma: Prisma;
+  services: Services;
+}

@@ -1,0 +1,85 @@
+import { BadUserInputError, NotFoundError } from '../errors.js';
+import { builder } from './builder.js';
+import { ProviderEnum } from './enums.js';
+import { parseGlobalId } from './globalId.js';
+
+export const Credential = builder.prismaNode('Credential', {
+  id: { field: 'id' },
+  findUnique: (id, ctx) => ({ id, tenantId: ctx.tenantId }),
+  fields: (t) => ({
+    provider: t.expose('provider', { type: ProviderEnum }),
+    host: t.exposeString('host'),
+    login: t.exposeString('login', { nullable: true }),
+    scopes: t.exposeStringList('scopes'),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+builder.queryField('credentials', (t) =>
+  t.prismaField({
+    type: ['Credential'],
+    args: { provider: t.arg({ type: ProviderEnum }) },
+    resolve: (query, _root, args, ctx) =>
+      ctx.prisma.credential.findMany({
+        ...query,
+        where: { tenantId: ctx.tenantId, ...(args.provider ? { provider: args.provider } : {}) },
+        orderBy: { createdAt: 'desc' },
+      }),
+  }),
+);
+
+const hostPattern = /^[a-z0-9.-]+(:\d{1,5})?$/i;
+
+builder.relayMutationField(
+  'addCredential',
+  {
+    inputFields: (t) => ({
+      provider: t.field({ type: ProviderEnum, required: true }),
+      token: t.string({ required: true, description: 'access token or password; stored encrypted, never returned' }),
+      host: t.string({ description: 'host[:port] the credential is for; default: the provider host' }),
+      login: t.string({ description: 'user name for Basic auth on plain git hosts' }),
+    }),
+  },
+  {
+    resolve: async (_root, { input }, ctx) => {
+      const config = ctx.services.config;
+      const defaultHosts = { GITHUB: new URL(config.githubApiUrl).host.replace(/^api\./, ''), GITLAB: new URL(config.gitlabUrl).host };
+      const host = (input.host ?? (input.provider === 'GIT' ? '' : defaultHosts[input.provider])).trim().toLowerCase();
+      if (!hostPattern.test(host)) throw new BadUserInputError('host must be a host name with an optional port');
+      if (!input.token || input.token.length > 4096 || /[\s\u0000-\u001f]/.test(input.token)) {
+        throw new BadUserInputError('token must be 1-4096 characters without whitespace');
+      }
+      if (input.login != null && !/^[^\s:\u0000-\u001f]{1,255}$/.test(input.login)) {
+        throw new BadUserInputError('login must be 1-255 characters without whitespace or ":"');
+      }
+      const credential = await ctx.prisma.credential.create({
+        data: {
+          tenantId: ctx.tenantId,
+          provider: input.provider,
+          host,
+          login: input.login ?? null,
+          scopes: [],
+          encryptedSecret: ctx.services.secretBox.encrypt(input.token),
+        },
+      });
+      return { credential };
+    },
+  },
+  { outputFields: (t) => ({ credential: t.field({ type: Credential, resolve: (payload) => payload.credential }) }) },
+);
+
+builder.relayMutationField(
+  'removeCredential',
+  { inputFields: (t) => ({ credentialId: t.id({ required: true }) }) },
+  {
+    resolve: async (_root, { input }, ctx) => {
+      const { count } = await ctx.prisma.credential.deleteMany({
+        where: { id: parseGlobalId(input.credentialId, 'Credential'), tenantId: ctx.tenantId },
+      });
+      if (!count) throw new NotFoundError('credential');
+      return { removedCredentialId: input.credentialId };
+    },
+  },
+  { outputFields: (t) => ({ removedCredentialId: t.id({ resolve: (payload) => payload.removedCredentialId }) }) },
+);

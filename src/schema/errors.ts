@@ -1,0 +1,51 @@
+import { PothosValidationError } from '@pothos/core';
+import { GraphQLError } from 'graphql';
+import type { Logger } from 'pino';
+import { DomainError, type ErrorCode } from '../errors.js';
+import { redactSecrets } from '../sync/redact.js';
+
+const domainCodes: readonly ErrorCode[] = ['BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'PROVIDER_ERROR', 'INTERNAL'];
+
+/**
+ * The one place errors become GraphQL errors: domain errors keep their
+ * message and get `extensions.code`; anything else is logged and masked as
+ * INTERNAL, so no internal detail (SQL, paths, secrets) reaches a client.
+ */
+export function createErrorMasker(logger: Logger) {
+  return (error: unknown): Error => {
+    let original: unknown = error;
+    while (original instanceof GraphQLError && original.originalError) original = original.originalError;
+    const path = error instanceof GraphQLError ? error.path : undefined;
+    if (original instanceof DomainError) {
+      return new GraphQLError(redactSecrets(original.message), { path, extensions: { code: original.code } });
+    }
+    if (original instanceof PothosValidationError) {
+      return new GraphQLError(original.message, { path, extensions: { code: 'BAD_USER_INPUT' } });
+    }
+    if (error instanceof GraphQLError && (!error.originalError || !error.path)) {
+      // Parse, validation and variable-coercion errors (no resolver path), and
+      // errors already shaped by a plugin: the client's input was at fault.
+      const given = error.extensions.code as string | undefined;
+      const code = given && (domainCodes as readonly string[]).includes(given) ? given : 'BAD_USER_INPUT';
+      return new GraphQLError(error.message, { nodes: error.nodes, path, extensions: { ...error.extensions, code } });
+    }
+    logger.error({ err: original }, 'unexpected error in a GraphQL operation');
+    return new GraphQLError('internal error', { path, extensions: { code: 'INTERNAL' } });
+  };
+}
+
+/** Yoga plugin: validation errors carry BAD_USER_INPUT like every other input error. */
+export function useInputErrorCodes() {
+  return {
+    onValidate() {
+      return ({ result, setResult }: { result: readonly GraphQLError[]; setResult: (errors: GraphQLError[]) => void }) => {
+        if (!result.length) return;
+        setResult(
+          result.map(
+            (error) => new GraphQLError(error.message, { nodes: error.nodes, extensions: { ...error.extensions, code: 'BAD_USER_INPUT' } }),
+          ),
+        );
+      };
+    },
+  };
+}

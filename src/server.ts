@@ -1,0 +1,149 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { GraphQLError } from 'graphql';
+import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { useServer } from 'graphql-ws/use/ws';
+import type { Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+import type { Database } from './storage/database.js';
+import type { Metrics } from './metrics.js';
+import { schema } from './schema/index.js';
+import type { GraphQLContext, Services } from './schema/context.js';
+import { createErrorMasker, useInputErrorCodes } from './schema/errors.js';
+import { authenticateToken, bearerToken } from './storage/tenants.js';
+
+export interface HttpServer {
+  server: Server;
+  /** Stops accepting, closes WebSockets and subscriptions. */
+  close(): Promise<void>;
+}
+
+interface ServerDependencies {
+  db: Database;
+  services: Services;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+type InitialContext = { request?: Request; connectionParams?: Record<string, unknown> };
+
+/** One HTTP server: GraphQL (HTTP, SSE, graphql-ws), health and metrics routes. */
+export function createHttpServer(deps: ServerDependencies): HttpServer {
+  const { db, services, metrics, logger } = deps;
+  const yoga: YogaServerInstance<InitialContext, GraphQLContext> = createYoga<InitialContext, GraphQLContext>({
+    schema,
+    graphqlEndpoint: '/graphql',
+    landingPage: false,
+    graphiql: { title: 'RepoLens Sync', headers: JSON.stringify({ Authorization: 'Bearer <token>' }) },
+    maskedErrors: { maskError: createErrorMasker(logger) },
+    plugins: [useInputErrorCodes()],
+    logging: {
+      debug: (...args) => logger.debug(args.map(String).join(' ')),
+      info: (...args) => logger.info(args.map(String).join(' ')),
+      warn: (...args) => logger.warn(args.map(String).join(' ')),
+      error: (...args) => logger.error(args.map(String).join(' ')),
+    },
+    context: async (initial): Promise<GraphQLContext> => {
+      const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;
+      const tenantId = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
+      if (!tenantId) {
+        throw new GraphQLError('a valid API token is required (Authorization: Bearer <token>)', {
+          extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
+        });
+      }
+      return { tenantId, prisma: db.prisma, services };
+    },
+  });
+
+  const server = createServer((req, res) => void route(req, res));
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    try {
+      if (path === '/graphql') return void (await yoga(req, res));
+      if (path === '/healthz') return send(res, 200, { status: 'ok' });
+      if (path === '/readyz') {
+        const ready = await db.checkReady().then(
+          () => null,
+          (error: Error) => error.message,
+        );
+        return send(res, ready ? 503 : 200, ready ? { status: 'unavailable', reason: ready } : { status: 'ready' });
+      }
+      if (path === '/metrics') {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        return void res.end(await metrics.registry.metrics());
+      }
+      send(res, 404, { error: 'not found' });
+    } catch (error) {
+      logger.error({ err: error, path }, 'request failed');
+      if (!res.headersSent) send(res, 500, { error: 'internal error' });
+      else res.destroy();
+    }
+  }
+
+  const wsServer = new WebSocketServer({ server, path: '/graphql' });
+  const wsCleanup = useServer(
+    {
+      onConnect: async (ctx) => {
+        const header = ctx.connectionParams?.authorization;
+        const tenantId = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
+        // graphql-ws closes with 4403 on `false`; our 4401 says which problem it is.
+        if (!tenantId) ctx.extra.socket.close(4401, 'UNAUTHENTICATED: a valid API token is required');
+        return Boolean(tenantId);
+      },
+      execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
+      subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
+      onSubscribe: async (ctx, _id, params) => {
+        const { schema: envelopedSchema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
+          ...ctx,
+          req: ctx.extra.request,
+          socket: ctx.extra.socket,
+          params,
+        });
+        let contextValue: unknown;
+        try {
+          contextValue = await contextFactory();
+        } catch (error) {
+          return [error instanceof GraphQLError ? error : new GraphQLError('internal error', { extensions: { code: 'INTERNAL' } })];
+        }
+        let document;
+        try {
+          document = parse(params.query);
+        } catch (error) {
+          return [error as GraphQLError];
+        }
+        const errors = validate(envelopedSchema, document);
+        if (errors.length) return errors;
+        return {
+          schema: envelopedSchema,
+          operationName: params.operationName,
+          document,
+          variableValues: params.variables,
+          contextValue,
+          rootValue: { execute, subscribe },
+        };
+      },
+    },
+    wsServer,
+  );
+
+  return {
+    server,
+    async close() {
+      await wsCleanup.dispose();
+      for (const client of wsServer.clients) client.terminate();
+      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // In-flight requests get a moment to finish; SSE streams would never end by themselves.
+      const force = setTimeout(() => server.closeAllConnections(), 1_000);
+      await yoga.dispose();
+      await closed;
+      clearTimeout(force);
+    },
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}

@@ -1,0 +1,29 @@
+import type { Prisma } from './database.js';
+import { generateApiToken, hashToken } from './secrets.js';
+
+const tenantNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
+
+export class TenantNameError extends Error {}
+
+/** Creates the tenant if new and returns one new API token (shown once, stored hashed). */
+export async function createApiToken(prisma: Prisma, tenantName: string): Promise<{ tenantId: string; token: string }> {
+  if (!tenantNamePattern.test(tenantName)) {
+    throw new TenantNameError('tenant name must be 1-63 characters: letters, digits, ".", "_" or "-"');
+  }
+  const tenant = await prisma.tenant.upsert({ where: { name: tenantName }, update: {}, create: { name: tenantName } });
+  const token = generateApiToken();
+  await prisma.apiToken.create({ data: { tenantId: tenant.id, tokenHash: hashToken(token) } });
+  return { tenantId: tenant.id, token };
+}
+
+/** The tenant a bearer token belongs to, or null. */
+export async function authenticateToken(prisma: Prisma, token: string | undefined | null): Promise<string | null> {
+  if (!token || token.length > 200) return null;
+  const row = await prisma.apiToken.findUnique({ where: { tokenHash: hashToken(token) }, select: { tenantId: true } });
+  return row?.tenantId ?? null;
+}
+
+export function bearerToken(header: string | undefined | null): string | null {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match?.[1] ?? null;
+}

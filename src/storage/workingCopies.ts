@@ -1,0 +1,120 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+const syncingMarker = 'repolens-syncing';
+
+export type CopyHealth = { healthy: true; head: string } | { healthy: false; reason: string };
+
+/**
+ * Working copies live in $DATA_DIR/repos/<repositoryId>; clones are made in
+ * $DATA_DIR/tmp and renamed into place, so a copy is either the last good one
+ * or the new one, never half of each.
+ */
+export class WorkingCopies {
+  readonly reposDir: string;
+  readonly tmpDir: string;
+
+  constructor(dataDir: string) {
+    this.reposDir = path.join(dataDir, 'repos');
+    this.tmpDir = path.join(dataDir, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.reposDir, { recursive: true });
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  pathOf(repositoryId: string): string {
+    return path.join(this.reposDir, repositoryId);
+  }
+
+  async exists(repositoryId: string): Promise<boolean> {
+    return stat(this.pathOf(repositoryId)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /**
+   * Reads HEAD straight from .git (no git process), so a check pass over
+   * thousands of repositories costs file reads only. A copy whose last update
+   * was interrupted still carries the syncing marker and is not healthy.
+   */
+  async health(repositoryId: string): Promise<CopyHealth> {
+    const gitDir = path.join(this.pathOf(repositoryId), '.git');
+    const headFile = await readFile(path.join(gitDir, 'HEAD'), 'utf8').catch(() => null);
+    if (headFile === null) return { healthy: false, reason: 'no repository' };
+    if (await stat(path.join(gitDir, syncingMarker)).then(() => true, () => false)) {
+      return { healthy: false, reason: 'an update was interrupted' };
+    }
+    const head = await resolveHead(gitDir, headFile.trim());
+    return head ? { healthy: true, head } : { healthy: false, reason: 'HEAD is missing' };
+  }
+
+  async markSyncing(repositoryId: string): Promise<void> {
+    await writeFile(path.join(this.pathOf(repositoryId), '.git', syncingMarker), String(process.pid));
+  }
+
+  async clearSyncing(repositoryId: string): Promise<void> {
+    await rm(path.join(this.pathOf(repositoryId), '.git', syncingMarker), { force: true });
+  }
+
+  newTemporaryPath(repositoryId: string): string {
+    return path.join(this.tmpDir, `${repositoryId}-${randomUUID()}`);
+  }
+
+  /** Moves a finished clone into place; the previous copy is removed only after the swap. */
+  async swapIn(repositoryId: string, clonePath: string): Promise<void> {
+    const target = this.pathOf(repositoryId);
+    const retired = path.join(this.tmpDir, `retired-${repositoryId}-${randomUUID()}`);
+    const hadCopy = await rename(target, retired).then(
+      () => true,
+      () => false,
+    );
+    await rename(clonePath, target);
+    if (hadCopy) await rm(retired, { recursive: true, force: true });
+  }
+
+  async remove(repositoryId: string): Promise<void> {
+    await rm(this.pathOf(repositoryId), { recursive: true, force: true });
+  }
+
+  async discard(temporaryPath: string): Promise<void> {
+    await rm(temporaryPath, { recursive: true, force: true });
+  }
+
+  /** Lock files a killed git left behind would block every later update. */
+  async removeStaleLocks(repositoryId: string): Promise<string[]> {
+    const gitDir = path.join(this.pathOf(repositoryId), '.git');
+    const removed: string[] = [];
+    const visit = async (dir: string, depth: number): Promise<void> => {
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const entry of entries) {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory() && depth < 4 && entry.name !== 'objects') await visit(full, depth + 1);
+        else if (entry.isFile() && entry.name.endsWith('.lock')) {
+          await rm(full, { force: true });
+          removed.push(path.relative(gitDir, full));
+        }
+      }
+    };
+    await visit(gitDir, 0);
+    return removed;
+  }
+}
+
+async function resolveHead(gitDir: string, head: string): Promise<string | null> {
+  if (/^[0-9a-f]{40,64}$/.test(head)) return head;
+  const ref = /^ref: (refs\/\S+)$/.exec(head)?.[1];
+  if (!ref) return null;
+  const loose = await readFile(path.join(gitDir, ref), 'utf8').catch(() => null);
+  if (loose && /^[0-9a-f]{40,64}\s*$/.test(loose)) return loose.trim();
+  const packed = await readFile(path.join(gitDir, 'packed-refs'), 'utf8').catch(() => '');
+  for (const line of packed.split('\n')) {
+    const [sha, name] = line.split(' ');
+    if (name === ref && sha && /^[0-9a-f]{40,64}$/.test(sha)) return sha;
+  }
+  return null;
+}

@@ -1,0 +1,223 @@
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { SyncRun } from '../generated/prisma/client.js';
+import type { Metrics } from '../metrics.js';
+import type { Prisma } from '../storage/database.js';
+import type { SyncEvents } from './events.js';
+import type { RunQueue, TriggerRequest, EnqueueResult } from './runQueue.js';
+import { executeRun, type RunDependencies, type RunOutcome } from './syncRun.js';
+
+export interface EngineOptions {
+  concurrency: number;
+  hostConcurrency: number;
+  /** Names this process in SyncRun.claimedBy. */
+  instanceId: string;
+}
+
+/** Abort reason of a run stopped because its repository is being removed. */
+class RunCancelled extends Error {}
+
+interface ActiveRun {
+  runId: string;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * Executes the runs this process has claimed. A global p-queue bounds runs
+ * at once; in front of it, one p-queue per host keeps a slow host from
+ * occupying every global slot. Coalescing and the one-run-per-repository
+ * rule live in the database (RunQueue), not here.
+ */
+export class SyncEngine {
+  private readonly global: PQueue;
+  private readonly hosts = new Map<string, PQueue>();
+  private readonly scheduled = new Set<string>();
+  private readonly active = new Map<string, ActiveRun>();
+  private accepting = true;
+
+  constructor(
+    private readonly deps: RunDependencies & { prisma: Prisma; events: SyncEvents; logger: Logger },
+    private readonly runQueue: RunQueue,
+    private readonly metrics: Metrics,
+    private readonly options: EngineOptions,
+  ) {
+    this.global = new PQueue({ concurrency: options.concurrency });
+  }
+
+  /** Accepts a trigger: queues a run, or merges it into the one already queued. */
+  async trigger(request: TriggerRequest): Promise<EnqueueResult> {
+    const repository = await this.deps.prisma.repository.findUniqueOrThrow({ where: { id: request.repositoryId } });
+    const result = await this.runQueue.enqueue(request);
+    this.metrics.triggers.inc({ trigger: request.trigger, coalesced: String(result.coalesced) });
+    if (request.targetSha && request.targetSha !== repository.lastCommitSha && repository.status !== 'PENDING' && repository.status !== 'SYNCING') {
+      await this.deps.prisma.repository.update({ where: { id: repository.id }, data: { status: 'OUTDATED' } });
+    }
+    if (result.coalesced) {
+      this.reprioritise(result.run);
+    } else {
+      this.deps.events.publish({
+        repositoryId: repository.id,
+        runId: result.run.id,
+        status: repository.status === 'PENDING' ? 'PENDING' : request.targetSha ? 'OUTDATED' : repository.status,
+        phase: 'QUEUED',
+        message: `queued by ${request.trigger.toLowerCase()} trigger`,
+      });
+      this.schedule(result.run, repository.host);
+    }
+    return result;
+  }
+
+  /** Hands a queued run to the local queues (idempotent). */
+  schedule(run: Pick<SyncRun, 'id' | 'repositoryId' | 'priority'>, host: string): void {
+    if (!this.accepting || this.scheduled.has(run.id)) return;
+    this.scheduled.add(run.id);
+    const hostQueue = this.hostQueue(host);
+    void hostQueue
+      .add(() => this.global.add(() => this.execute(run.id, run.repositoryId, host), { priority: run.priority, id: run.id }), {
+        priority: run.priority,
+        id: run.id,
+      })
+      .catch((error: unknown) => this.deps.logger.error({ err: error, runId: run.id }, 'sync task crashed'))
+      .finally(() => this.scheduled.delete(run.id));
+    this.updateQueueGauge();
+  }
+
+  /** Queues every run waiting in the database (start-up, or after another process stopped). */
+  async resumeQueued(): Promise<number> {
+    const queued = await this.runQueue.allQueued();
+    const hosts = await this.hostsOf(queued.map((run) => run.repositoryId));
+    for (const run of queued) {
+      const host = hosts.get(run.repositoryId);
+      if (host) this.schedule(run, host);
+    }
+    return queued.length;
+  }
+
+  /** Stops and forgets a repository's runs (removeRepository). */
+  async cancelRepository(repositoryId: string): Promise<void> {
+    await this.deps.prisma.syncRun.updateMany({
+      where: { repositoryId, activeSlot: 'QUEUED' },
+      data: { status: 'CANCELLED', activeSlot: null, finishedAt: new Date(), error: 'repository removed' },
+    });
+    const active = this.active.get(repositoryId);
+    if (active) {
+      active.abort.abort(new RunCancelled('repository removed'));
+      await active.done;
+    }
+  }
+
+  isRunning(repositoryId: string): boolean {
+    return this.active.has(repositoryId);
+  }
+
+  /**
+   * Stops intake, lets running runs finish within the grace period, then
+   * aborts the rest and puts them back in the queue for the next start.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.accepting = false;
+    this.global.clear();
+    for (const queue of this.hosts.values()) queue.clear();
+    const running = [...this.active.values()];
+    const allDone = Promise.all(running.map((run) => run.done));
+    const timedOut = await Promise.race([
+      allDone.then(() => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref()),
+    ]);
+    if (timedOut) {
+      for (const run of this.active.values()) run.abort.abort(new Error('shutting down'));
+      await allDone;
+    }
+  }
+
+  stats(): { queued: number; running: number } {
+    let waiting = this.global.size;
+    for (const queue of this.hosts.values()) waiting += queue.size;
+    return { queued: waiting, running: this.active.size };
+  }
+
+  private async execute(runId: string, repositoryId: string, host: string): Promise<void> {
+    if (!this.accepting) return;
+    const claimed = await this.runQueue.claim(runId, this.options.instanceId);
+    // Not claimable: another run of this repository is running; it re-schedules this one when it ends.
+    if (!claimed) return;
+    const abort = new AbortController();
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    this.active.set(repositoryId, { runId, abort, done });
+    this.updateQueueGauge();
+    const stopTimer = this.metrics.runDuration.startTimer({ trigger: claimed.trigger });
+    let outcome: RunOutcome = 'FAILED';
+    try {
+      outcome = await executeRun(this.deps, claimed, abort.signal);
+    } catch (error) {
+      outcome = await this.afterInterruptedRun(claimed, abort.signal, error);
+    } finally {
+      stopTimer({ outcome });
+      this.metrics.runs.inc({ trigger: claimed.trigger, outcome });
+      this.active.delete(repositoryId);
+      finish();
+      this.updateQueueGauge();
+    }
+    if (!this.accepting) return;
+    const next = await this.runQueue.nextQueued(repositoryId).catch(() => null);
+    if (next) this.schedule(next, host);
+  }
+
+  private async afterInterruptedRun(run: SyncRun, signal: AbortSignal, error: unknown): Promise<RunOutcome> {
+    const exists = await this.deps.prisma.repository.count({ where: { id: run.repositoryId } });
+    if (!exists) return 'CANCELLED';
+    if (signal.reason instanceof RunCancelled) {
+      await this.deps.prisma.syncRun.update({
+        where: { id: run.id },
+        data: { status: 'CANCELLED', activeSlot: null, phase: 'FAILED', finishedAt: new Date(), error: 'repository removed' },
+      });
+      return 'CANCELLED';
+    }
+    if (signal.aborted) {
+      await this.runQueue.requeue(run.id, 'interrupted by shutdown; queued again');
+      await this.deps.prisma.repository.updateMany({ where: { id: run.repositoryId, status: 'SYNCING' }, data: { status: 'OUTDATED' } });
+      return 'CANCELLED';
+    }
+    this.deps.logger.error({ err: error, runId: run.id }, 'sync run crashed');
+    await this.deps.prisma.syncRun.update({
+      where: { id: run.id },
+      data: { status: 'FAILED', activeSlot: null, phase: 'FAILED', finishedAt: new Date(), error: 'internal error' },
+    });
+    return 'FAILED';
+  }
+
+  private reprioritise(run: SyncRun): void {
+    for (const queue of [this.global, ...this.hosts.values()]) {
+      try {
+        queue.setPriority(run.id, run.priority);
+      } catch {
+        // not waiting in this queue (already running or elsewhere)
+      }
+    }
+  }
+
+  private hostQueue(host: string): PQueue {
+    let queue = this.hosts.get(host);
+    if (!queue) {
+      queue = new PQueue({ concurrency: this.options.hostConcurrency });
+      this.hosts.set(host, queue);
+    }
+    return queue;
+  }
+
+  private async hostsOf(repositoryIds: string[]): Promise<Map<string, string>> {
+    const rows = await this.deps.prisma.repository.findMany({
+      where: { id: { in: repositoryIds } },
+      select: { id: true, host: true },
+    });
+    return new Map(rows.map((row) => [row.id, row.host]));
+  }
+
+  private updateQueueGauge(): void {
+    const { queued, running } = this.stats();
+    this.metrics.queueDepth.set(queued);
+    this.metrics.runningRuns.set(running);
+  }
+}

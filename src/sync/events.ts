@@ -1,0 +1,46 @@
+import { createPubSub, type PubSub } from 'graphql-yoga';
+import type { RepositoryStatus, SyncPhase } from '../generated/prisma/enums.js';
+import { redactSecrets } from './redact.js';
+
+export interface SyncEventPayload {
+  repositoryId: string;
+  runId: string | null;
+  status: RepositoryStatus;
+  phase: SyncPhase;
+  progress: number | null;
+  message: string | null;
+  commitSha: string | null;
+  at: Date;
+}
+
+export type SyncPubSubChannels = {
+  syncStatus: [repositoryId: string, payload: SyncEventPayload];
+};
+
+export type SyncPubSub = PubSub<SyncPubSubChannels>;
+
+/**
+ * The one place sync events are published. Topics are `syncStatus:<id>`;
+ * the pubsub's event target can be swapped (e.g. Redis) without touching
+ * publishers or subscribers.
+ */
+export class SyncEvents {
+  constructor(readonly pubsub: SyncPubSub = createPubSub<SyncPubSubChannels>()) {}
+
+  publish(event: Omit<SyncEventPayload, 'at' | 'progress' | 'message' | 'commitSha'> & Partial<SyncEventPayload>): SyncEventPayload {
+    const payload: SyncEventPayload = {
+      progress: null,
+      message: null,
+      commitSha: null,
+      at: new Date(),
+      ...event,
+    };
+    if (payload.message) payload.message = redactSecrets(payload.message);
+    this.pubsub.publish('syncStatus', payload.repositoryId, payload);
+    return payload;
+  }
+
+  subscribe(repositoryId: string): AsyncIterable<SyncEventPayload> {
+    return this.pubsub.subscribe('syncStatus', repositoryId);
+  }
+}

@@ -1,0 +1,196 @@
+import { simpleGit, type SimpleGit, type SimpleGitProgressEvent } from 'simple-git';
+import { redactSecrets, registerSecret } from './redact.js';
+
+/** Basic-auth credentials for one git operation; never stored on disk. */
+export interface GitAuth {
+  username: string;
+  password: string;
+}
+
+export interface GitProgress {
+  stage: string;
+  /** 0..1 */
+  fraction: number;
+}
+
+export interface GitCallOptions {
+  cwd?: string;
+  /** Remote URL the credentials are scoped to; required with `auth`. */
+  url?: string;
+  auth?: GitAuth;
+  signal?: AbortSignal;
+  onProgress?: (progress: GitProgress) => void;
+}
+
+export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
+
+export class GitError extends Error {
+  constructor(
+    readonly failure: GitFailure,
+    message: string,
+  ) {
+    super(redactSecrets(message));
+  }
+}
+
+export interface GitLimits {
+  /** Whole-operation limit: the process is killed past it. */
+  timeoutMs: number;
+  /** Killed when git prints nothing (no progress) for this long. */
+  idleTimeoutMs: number;
+}
+
+const helperScript = '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$REPOLENS_GIT_USERNAME" "$REPOLENS_GIT_PASSWORD"; }; f';
+
+// Guarded variables simple-git must let through: they are what keeps every
+// call hermetic (no user/system config, no prompt) and carry credentials by
+// environment instead of arguments.
+const allowedEnvironment = [
+  'GIT_TERMINAL_PROMPT',
+  'GIT_CONFIG_NOSYSTEM',
+  'GIT_CONFIG_GLOBAL',
+  'GIT_CONFIG_COUNT',
+  'GIT_ASKPASS',
+  'GIT_PROTOCOL',
+  'GIT_HTTP_LOW_SPEED_LIMIT',
+  'GIT_HTTP_LOW_SPEED_TIME',
+  ...Array.from({ length: 8 }, (_, index) => [`GIT_CONFIG_KEY_${index}`, `GIT_CONFIG_VALUE_${index}`]).flat(),
+];
+
+// Only what git needs to find itself, TLS roots and proxies: nothing from the
+// caller's environment (EDITOR, GIT_DIR, pagers…) may steer a git call.
+const inheritedEnvironment = [
+  'PATH',
+  'HOME',
+  'TMPDIR',
+  'LANG',
+  'SSL_CERT_FILE',
+  'SSL_CERT_DIR',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+];
+
+function buildEnvironment(options: GitCallOptions): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of inheritedEnvironment) {
+    const value = process.env[key];
+    if (value !== undefined) env[key] = value;
+  }
+  const config: [string, string][] = [
+    ['protocol.allow', 'never'],
+    ['protocol.https.allow', 'always'],
+    ['protocol.http.allow', 'always'],
+    ['credential.helper', ''],
+    ['core.hooksPath', '/dev/null'],
+    ['gc.auto', '0'],
+  ];
+  if (options.auth) {
+    if (!options.url) throw new Error('git credentials need the remote URL they are scoped to');
+    config.push([`credential.${new URL(options.url).origin}.helper`, helperScript]);
+    env.REPOLENS_GIT_USERNAME = options.auth.username;
+    env.REPOLENS_GIT_PASSWORD = options.auth.password;
+  }
+  Object.assign(env, {
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_ASKPASS: '/bin/false',
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_CONFIG_GLOBAL: '/dev/null',
+    GIT_PROTOCOL: 'version=2',
+    GIT_CONFIG_COUNT: String(config.length),
+    LC_ALL: 'C',
+  });
+  config.forEach(([key, value], index) => {
+    env[`GIT_CONFIG_KEY_${index}`] = key;
+    env[`GIT_CONFIG_VALUE_${index}`] = value;
+  });
+  return env;
+}
+
+function classify(message: string): GitFailure {
+  if (/authentication failed|could not read username|terminal prompts disabled|403|401/i.test(message)) return 'auth';
+  if (/repository .* not found|not found|404|couldn't find remote ref|does not appear to be a git repository/i.test(message)) return 'not-found';
+  if (/could not resolve host|connection refused|failed to connect|timed out|unable to access|early eof|RPC failed|remote end hung up|5\d\d/i.test(message)) return 'unreachable';
+  if (/not a git repository|bad object|corrupt|loose object .* is corrupt|unable to read|fatal: bad revision/i.test(message)) return 'corrupt';
+  return 'failed';
+}
+
+export interface GitRunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class Git {
+  constructor(private readonly limits: GitLimits) {}
+
+  /** Runs one git command; the only place this process spawns git. */
+  async run(args: string[], options: GitCallOptions = {}): Promise<GitRunResult> {
+    const timeout = AbortSignal.timeout(this.limits.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const release = options.auth ? registerSecret(options.auth.password) : () => undefined;
+    let stderr = '';
+    const git: SimpleGit = simpleGit({
+      baseDir: options.cwd ?? process.cwd(),
+      abort: signal,
+      timeout: { block: this.limits.idleTimeoutMs },
+      allowEnvironment: allowedEnvironment,
+      unsafe: {
+        allowUnsafeConfigEnvCount: true,
+        allowUnsafeConfigPaths: true,
+        allowUnsafeCredentialHelper: true,
+        allowUnsafeProtocolOverride: true,
+        allowUnsafeAskPass: true,
+        allowUnsafeHooksPath: true,
+      },
+      trimmed: false,
+      ...(options.onProgress ? { progress: progressAdapter(options.onProgress) } : {}),
+    })
+      .env(buildEnvironment(options))
+      .outputHandler((_command, _stdout, stderrStream) => {
+        stderrStream.on('data', (chunk: Buffer) => {
+          stderr = (stderr + chunk.toString('utf8')).slice(-16_384);
+        });
+      });
+    try {
+      const stdout = await git.raw(args);
+      return { stdout, stderr };
+    } catch (error) {
+      const reason = String((error as Error).message ?? error);
+      if (timeout.aborted) throw new GitError('timeout', `git ${args[0]} timed out after ${this.limits.timeoutMs} ms`);
+      if (options.signal?.aborted) throw new GitError('aborted', `git ${args[0]} was cancelled`);
+      if (/timeout|block/i.test(reason) && !stderr) {
+        throw new GitError('timeout', `git ${args[0]} stalled: no output for ${this.limits.idleTimeoutMs} ms`);
+      }
+      const detail = lastLines(stderr || reason);
+      throw new GitError(classify(detail), `git ${args[0]} failed: ${detail}`);
+    } finally {
+      release();
+    }
+  }
+}
+
+function lastLines(text: string): string {
+  return text
+    .split(/\r|\n/)
+    .map((line) => line.trim())
+    .filter((line) => line && !/^(remote: )?(Counting|Compressing|Receiving|Resolving|Enumerating|Updating files)/.test(line))
+    .slice(-3)
+    .join(' / ')
+    .slice(0, 500);
+}
+
+function progressAdapter(onProgress: (progress: GitProgress) => void) {
+  return ({ stage, progress }: SimpleGitProgressEvent) => onProgress({ stage, fraction: progress / 100 });
+}
+
+/** "Receiving objects: 100% (5/5), 1.20 MiB | ..." → bytes, from git's progress output. */
+export function parseReceivedBytes(stderr: string): number {
+  const matches = [...stderr.matchAll(/Receiving objects:[^\r\n]*?,\s*([\d.]+)\s*(bytes|KiB|MiB|GiB)/g)];
+  const last = matches.at(-1);
+  if (!last) return 0;
+  const units: Record<string, number> = { bytes: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+  return Math.round(Number(last[1]) * (units[last[2] ?? 'bytes'] ?? 1));
+}

@@ -1,0 +1,152 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '../errors.js';
+import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
+import type { Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
+import type { Prisma } from '../storage/database.js';
+import type { SecretBox } from '../storage/secrets.js';
+import type { WorkingCopies } from '../storage/workingCopies.js';
+import type { SyncEngine } from './engine.js';
+import { GitError, type Git, type GitAuth } from './git.js';
+import { readRemote } from './remote.js';
+import { parseRepositoryUrl } from './repositoryUrl.js';
+
+export interface AddRepositoryRequest {
+  tenantId: string;
+  projectId: string;
+  url: string;
+  provider?: Provider | null;
+  branch?: string | null;
+  syncStrategy?: SyncStrategy | null;
+  credentialId?: string | null;
+}
+
+export interface WebhookSetup {
+  url: string;
+  secret: string | null;
+  autoConfigured: boolean;
+}
+
+// git check-ref-format rules that matter for a branch name given by a user.
+const badBranch = /(^[-/.])|([/.]$)|\.\.|\/\/|@\{|[\u0000-\u0020\u007f~^:?*[\\]|\.lock(\/|$)/;
+
+/** Adding, syncing and removing repositories: the service behind the mutations. */
+export class RepositoryService {
+  constructor(
+    private readonly prisma: Prisma,
+    private readonly engine: SyncEngine,
+    private readonly git: Git,
+    private readonly copies: WorkingCopies,
+    private readonly secretBox: SecretBox,
+    private readonly config: Config,
+    private readonly logger: Logger,
+  ) {}
+
+  async add(request: AddRepositoryRequest): Promise<{ repository: Repository; webhook: WebhookSetup }> {
+    const project = await this.prisma.project.findFirst({ where: { id: request.projectId, tenantId: request.tenantId } });
+    if (!project) throw new NotFoundError('project');
+    const parsed = await parseRepositoryUrl(request.url, this.urlPolicy());
+    const branchInput = request.branch?.trim() || parsed.webUrlBranch || null;
+    if (branchInput !== null && (branchInput.length > 255 || badBranch.test(branchInput))) {
+      throw new BadUserInputError('branch is not a valid git branch name');
+    }
+    const credential = request.credentialId
+      ? await this.prisma.credential.findFirst({ where: { id: request.credentialId, tenantId: request.tenantId } })
+      : null;
+    if (request.credentialId && !credential) throw new NotFoundError('credential');
+    const provider = request.provider ?? parsed.provider;
+    const auth = credential ? credentialAuth(provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret)) : undefined;
+
+    const remote = await readRemote(this.git, parsed.url, {
+      signal: AbortSignal.timeout(60_000),
+      ...(auth ? { auth } : {}),
+    }).catch((error: unknown) => {
+      if (error instanceof GitError && (error.failure === 'auth' || error.failure === 'not-found')) {
+        throw new BadUserInputError(`${parsed.url} is not a git repository this service can read (${error.failure === 'auth' ? 'authentication required or refused' : 'not found'})`);
+      }
+      throw new ProviderError(`could not reach ${parsed.host}: ${(error as Error).message}`);
+    });
+    const branch = branchInput ?? remote.defaultBranch ?? [...remote.branches.keys()][0];
+    if (!branch) throw new BadUserInputError(`${parsed.url} has no branches yet`);
+    if (!remote.branches.has(branch)) throw new BadUserInputError(`branch "${branch}" does not exist in ${parsed.url}`);
+
+    let repository: Repository;
+    try {
+      repository = await this.prisma.repository.create({
+        data: {
+          tenantId: request.tenantId,
+          projectId: project.id,
+          provider,
+          name: parsed.name,
+          url: parsed.url,
+          host: parsed.host,
+          branch,
+          followsDefaultBranch: branchInput === null || branch === remote.defaultBranch,
+          defaultBranch: remote.defaultBranch,
+          syncStrategy: request.syncStrategy ?? 'AUTO',
+          credentialId: credential?.id ?? null,
+        },
+      });
+    } catch (error) {
+      if (error instanceof PrismaNamespace.PrismaClientKnownRequestError && error.code === 'P2002') {
+        throw new ConflictError(`${parsed.url} (branch ${branch}) is already in this project`);
+      }
+      throw error;
+    }
+    await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' });
+    this.logger.info({ repositoryId: repository.id, url: parsed.url, branch }, 'repository added');
+    return { repository, webhook: this.webhookSetup(provider) };
+  }
+
+  async requestSync(tenantId: string, repositoryId: string, force: boolean): Promise<{ repository: Repository; run: SyncRun }> {
+    await this.find(tenantId, repositoryId);
+    const { run } = await this.engine.trigger({ repositoryId, tenantId, trigger: 'MANUAL', force });
+    const repository = await this.prisma.repository.findUniqueOrThrow({ where: { id: repositoryId } });
+    return { repository, run };
+  }
+
+  /** Stops the repository's runs, deletes its rows and its working copy. */
+  async remove(tenantId: string, repositoryId: string): Promise<void> {
+    await this.find(tenantId, repositoryId);
+    await this.engine.cancelRepository(repositoryId);
+    await this.prisma.repository.deleteMany({ where: { id: repositoryId, tenantId } });
+    await this.copies.remove(repositoryId);
+    this.logger.info({ repositoryId }, 'repository removed');
+  }
+
+  /** Credentials for a git call on this repository, decrypted only for that call. */
+  async authFor(repository: Pick<Repository, 'provider' | 'credentialId'>): Promise<GitAuth | undefined> {
+    if (!repository.credentialId) return undefined;
+    const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
+    if (!credential) return undefined;
+    return credentialAuth(repository.provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret));
+  }
+
+  urlPolicy() {
+    return {
+      allowPrivateHosts: this.config.allowPrivateHosts,
+      providerHosts: {
+        github: [new URL(this.config.githubApiUrl).hostname.replace(/^api\./, '')],
+        gitlab: [new URL(this.config.gitlabUrl).hostname],
+      },
+    };
+  }
+
+  private async find(tenantId: string, repositoryId: string): Promise<Repository> {
+    const repository = await this.prisma.repository.findFirst({ where: { id: repositoryId, tenantId } });
+    if (!repository) throw new NotFoundError('repository');
+    return repository;
+  }
+
+  private webhookSetup(provider: Provider): WebhookSetup {
+    // Gitea, Forgejo and other plain git hosts send GitHub-compatible hooks.
+    const route = provider === 'GITLAB' ? 'gitlab' : 'github';
+    return { url: `${this.config.publicUrl}/webhooks/${route}`, secret: null, autoConfigured: false };
+  }
+}
+
+/** The Basic-auth pair each host expects for a token. */
+function credentialAuth(provider: Provider, login: string | null, secret: string): GitAuth {
+  const username = provider === 'GITHUB' ? 'x-access-token' : provider === 'GITLAB' ? 'oauth2' : login || 'git';
+  return { username, password: secret };
+}

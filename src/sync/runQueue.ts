@@ -1,0 +1,128 @@
+import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
+import type { SyncRun, SyncTrigger } from '../generated/prisma/client.js';
+import type { Prisma } from '../storage/database.js';
+import type { PhaseLogEntry } from './runRecorder.js';
+
+export const triggerPriority: Record<SyncTrigger, number> = {
+  MANUAL: 4,
+  WEBHOOK: 3,
+  INITIAL: 2,
+  SCHEDULED: 1,
+};
+
+export interface TriggerRequest {
+  repositoryId: string;
+  tenantId: string;
+  trigger: SyncTrigger;
+  targetSha?: string | null;
+  force?: boolean;
+}
+
+export interface EnqueueResult {
+  run: SyncRun;
+  /** true when the trigger merged into a run that was already queued */
+  coalesced: boolean;
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  return error instanceof PrismaNamespace.PrismaClientKnownRequestError && error.code === 'P2002';
+}
+
+/**
+ * Pending and running runs live in PostgreSQL. The unique
+ * (repositoryId, activeSlot) index allows one QUEUED and one RUNNING run per
+ * repository, so every trigger that arrives while a run is queued merges
+ * into it, whichever process receives it.
+ */
+export class RunQueue {
+  constructor(private readonly prisma: Prisma) {}
+
+  async enqueue(request: TriggerRequest): Promise<EnqueueResult> {
+    const priority = triggerPriority[request.trigger];
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const queued = await this.prisma.syncRun.findFirst({
+        where: { repositoryId: request.repositoryId, activeSlot: 'QUEUED' },
+      });
+      if (queued) {
+        const merged = await this.prisma.syncRun.updateManyAndReturn({
+          where: { id: queued.id, status: 'QUEUED' },
+          data: {
+            triggerCount: { increment: 1 },
+            force: queued.force || Boolean(request.force),
+            ...(priority > queued.priority ? { priority, trigger: request.trigger } : {}),
+            ...(request.targetSha ? { targetSha: request.targetSha } : {}),
+          },
+        });
+        if (merged[0]) return { run: merged[0], coalesced: true };
+        continue;
+      }
+      try {
+        const log: PhaseLogEntry[] = [{ phase: 'QUEUED', status: 'PENDING', at: new Date().toISOString() }];
+        const run = await this.prisma.syncRun.create({
+          data: {
+            repositoryId: request.repositoryId,
+            tenantId: request.tenantId,
+            trigger: request.trigger,
+            priority,
+            force: Boolean(request.force),
+            targetSha: request.targetSha ?? null,
+            phaseLog: log as object[],
+          },
+        });
+        return { run, coalesced: false };
+      } catch (error) {
+        if (!isUniqueViolation(error)) throw error;
+      }
+    }
+    throw new Error(`could not queue a run for repository ${request.repositoryId}: too much contention`);
+  }
+
+  /** Moves a queued run to RUNNING; null when another run of the repository is running or it was taken. */
+  async claim(runId: string, owner: string): Promise<SyncRun | null> {
+    try {
+      const [run] = await this.prisma.syncRun.updateManyAndReturn({
+        where: { id: runId, status: 'QUEUED' },
+        data: { status: 'RUNNING', activeSlot: 'RUNNING', startedAt: new Date(), claimedBy: owner },
+      });
+      return run ?? null;
+    } catch (error) {
+      if (isUniqueViolation(error)) return null;
+      throw error;
+    }
+  }
+
+  async nextQueued(repositoryId: string): Promise<SyncRun | null> {
+    return this.prisma.syncRun.findFirst({ where: { repositoryId, activeSlot: 'QUEUED' } });
+  }
+
+  async allQueued(): Promise<SyncRun[]> {
+    return this.prisma.syncRun.findMany({ where: { activeSlot: 'QUEUED' }, orderBy: [{ priority: 'desc' }, { queuedAt: 'asc' }] });
+  }
+
+  /**
+   * Runs left RUNNING by a process that died go back to the queue (or are
+   * cancelled when a follow-up is already queued, which covers them).
+   */
+  async requeueOrphans(owner: string | null): Promise<number> {
+    const orphans = await this.prisma.syncRun.findMany({
+      where: { activeSlot: 'RUNNING', ...(owner ? { claimedBy: owner } : {}) },
+    });
+    for (const orphan of orphans) await this.requeue(orphan.id, 'interrupted: the process stopped during this run');
+    return orphans.length;
+  }
+
+  async requeue(runId: string, reason: string): Promise<void> {
+    try {
+      await this.prisma.syncRun.update({
+        where: { id: runId },
+        data: { status: 'QUEUED', activeSlot: 'QUEUED', phase: 'QUEUED', startedAt: null, claimedBy: null, error: reason },
+      });
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      await this.prisma.syncRun.update({
+        where: { id: runId },
+        data: { status: 'CANCELLED', activeSlot: null, finishedAt: new Date(), error: `${reason}; superseded by the queued run` },
+      });
+    }
+  }
+}

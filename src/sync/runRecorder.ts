@@ -1,0 +1,79 @@
+import type { Prisma } from '../storage/database.js';
+import type { RepositoryStatus, SyncPhase } from '../generated/prisma/enums.js';
+import type { SyncEvents } from './events.js';
+import { redactSecrets } from './redact.js';
+
+export interface PhaseLogEntry {
+  phase: SyncPhase;
+  status: RepositoryStatus;
+  at: string;
+  message?: string;
+  commitSha?: string;
+}
+
+const progressIntervalMs = 250;
+
+/**
+ * Writes a run's phase changes to its SyncRun row (phase + phaseLog) and
+ * publishes them; transfer progress is published only, and throttled.
+ */
+export class RunRecorder {
+  private readonly log: PhaseLogEntry[];
+  private lastProgressAt = 0;
+  status: RepositoryStatus;
+
+  constructor(
+    private readonly prisma: Prisma,
+    private readonly events: SyncEvents,
+    readonly repositoryId: string,
+    readonly runId: string,
+    initialStatus: RepositoryStatus,
+    initialLog: PhaseLogEntry[],
+  ) {
+    this.status = initialStatus;
+    this.log = [...initialLog];
+  }
+
+  async phase(
+    phase: SyncPhase,
+    options: { status?: RepositoryStatus; message?: string; commitSha?: string; run?: Record<string, unknown> } = {},
+  ): Promise<void> {
+    if (options.status) this.status = options.status;
+    const message = options.message ? redactSecrets(options.message) : undefined;
+    const entry: PhaseLogEntry = { phase, status: this.status, at: new Date().toISOString() };
+    if (message) entry.message = message;
+    if (options.commitSha) entry.commitSha = options.commitSha;
+    this.log.push(entry);
+    await this.prisma.syncRun.update({
+      where: { id: this.runId },
+      data: { phase, phaseLog: this.log as object[], ...options.run },
+    });
+    this.events.publish({
+      repositoryId: this.repositoryId,
+      runId: this.runId,
+      status: this.status,
+      phase,
+      message: message ?? null,
+      commitSha: options.commitSha ?? null,
+      progress: phase === 'DONE' ? 1 : null,
+    });
+  }
+
+  progress(phase: SyncPhase, fraction: number, message: string): void {
+    const now = Date.now();
+    if (now - this.lastProgressAt < progressIntervalMs && fraction < 1) return;
+    this.lastProgressAt = now;
+    this.events.publish({
+      repositoryId: this.repositoryId,
+      runId: this.runId,
+      status: this.status,
+      phase,
+      progress: Math.max(0, Math.min(1, fraction)),
+      message,
+    });
+  }
+
+  entries(): readonly PhaseLogEntry[] {
+    return this.log;
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * When a repository is checked next (SPEC §1 "Scheduling"): polling is the
+ * fallback to webhooks, so the interval follows how often upstream changes.
+ */
+export const minIntervalMs = 60_000;
+export const maxIntervalMs = 8 * 60 * 60_000;
+export const maxConsecutiveFailures = 14;
+
+export interface ScheduleInput {
+  now: Date;
+  /** Last time upstream was seen to change (or when the repository was added). */
+  lastChangedAt: Date;
+  consecutiveFailures: number;
+  /** A webhook delivered recently: polling is only a safety net. */
+  webhookActive?: boolean;
+  random?: () => number;
+}
+
+/** null: scheduled checks stop until a manual sync or a webhook succeeds. */
+export function nextCheckAt(input: ScheduleInput): Date | null {
+  if (input.consecutiveFailures >= maxConsecutiveFailures) return null;
+  const sinceChange = Math.max(0, input.now.getTime() - input.lastChangedAt.getTime());
+  let interval = input.webhookActive ? maxIntervalMs : clamp(sinceChange / 2);
+  if (input.consecutiveFailures > 0) interval = clamp(Math.max(interval, minIntervalMs) * 2 ** input.consecutiveFailures);
+  const jitter = 1 + ((input.random ?? Math.random)() * 2 - 1) * 0.05;
+  return new Date(input.now.getTime() + interval * jitter);
+}
+
+function clamp(ms: number): number {
+  return Math.min(maxIntervalMs, Math.max(minIntervalMs, ms));
+}

@@ -1,0 +1,96 @@
+import type { WorkingCopies } from '../storage/workingCopies.js';
+import { GitError, parseReceivedBytes, type Git, type GitAuth, type GitProgress } from './git.js';
+
+export interface StrategyInput {
+  repositoryId: string;
+  url: string;
+  branch: string;
+  /** Head the CHECK saw; the strategy may end at a newer one. */
+  remoteSha: string;
+  /** Head of the copy before this run, when known. */
+  fromSha: string | null;
+  /** The copy was left mid-update: untracked leftovers are removed too. */
+  repair: boolean;
+  auth?: GitAuth;
+  signal: AbortSignal;
+  onTransferProgress: (progress: GitProgress) => void;
+  /** Called once the transfer is done and the copy is about to change. */
+  onApply: () => Promise<void>;
+}
+
+export interface StrategyResult {
+  head: string;
+  filesChanged: number;
+  bytesReceived: number;
+}
+
+export interface Strategies {
+  full(input: StrategyInput): Promise<StrategyResult>;
+  incremental(input: StrategyInput): Promise<StrategyResult>;
+}
+
+export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
+  const remoteOptions = (input: StrategyInput) => ({
+    url: input.url,
+    signal: input.signal,
+    onProgress: input.onTransferProgress,
+    ...(input.auth ? { auth: input.auth } : {}),
+  });
+
+  async function countChanges(cwd: string, fromSha: string | null, head: string, signal: AbortSignal): Promise<number> {
+    if (fromSha && fromSha !== head) {
+      const diff = await git
+        .run(['diff', '--no-renames', '--name-only', '-z', fromSha, head, '--'], { cwd, signal })
+        .catch(() => null);
+      if (diff) return diff.stdout.split('\0').filter(Boolean).length;
+    }
+    if (fromSha === head) return 0;
+    const { stdout } = await git.run(['ls-files', '-z'], { cwd, signal });
+    return stdout.split('\0').filter(Boolean).length;
+  }
+
+  return {
+    /** Fresh clone beside the current copy, swapped in only when complete. */
+    async full(input) {
+      const temporary = copies.newTemporaryPath(input.repositoryId);
+      try {
+        const { stderr } = await git.run(
+          ['clone', '--progress', '--no-tags', '--single-branch', '--branch', input.branch, '--', input.url, temporary],
+          remoteOptions(input),
+        );
+        const head = (await git.run(['rev-parse', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
+        const filesChanged = await countChanges(temporary, input.fromSha, head, input.signal);
+        await input.onApply();
+        await copies.swapIn(input.repositoryId, temporary);
+        return { head, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
+      } catch (error) {
+        await copies.discard(temporary);
+        throw error;
+      }
+    },
+
+    /**
+     * Fetch into the remote-tracking ref, then move the branch and working
+     * tree to it. The syncing marker stays until the tree is complete, so a
+     * kill in between leaves a copy that the next run repairs.
+     */
+    async incremental(input) {
+      const cwd = copies.pathOf(input.repositoryId);
+      await copies.removeStaleLocks(input.repositoryId);
+      const tracking = `refs/remotes/origin/${input.branch}`;
+      const { stderr } = await git.run(
+        ['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+refs/heads/${input.branch}:${tracking}`],
+        { ...remoteOptions(input), cwd },
+      );
+      const head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
+      if (!/^[0-9a-f]{40,64}$/.test(head)) throw new GitError('corrupt', 'fetched head is not a commit');
+      await input.onApply();
+      await copies.markSyncing(input.repositoryId);
+      await git.run(['checkout', '--force', '--no-progress', '-B', input.branch, head], { cwd, signal: input.signal });
+      if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
+      const filesChanged = await countChanges(cwd, input.fromSha, head, input.signal);
+      await copies.clearSyncing(input.repositoryId);
+      return { head, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
+    },
+  };
+}

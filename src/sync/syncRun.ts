@@ -1,0 +1,216 @@
+import type { Logger } from 'pino';
+import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
+import type { Prisma } from '../storage/database.js';
+import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
+import type { SyncEvents } from './events.js';
+import { GitError, type Git, type GitAuth } from './git.js';
+import { readRemote } from './remote.js';
+import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
+import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
+import { redactSecrets } from './redact.js';
+import { maxConsecutiveFailures, nextCheckAt } from './schedule.js';
+
+export interface RunDependencies {
+  prisma: Prisma;
+  git: Git;
+  copies: WorkingCopies;
+  strategies: Strategies;
+  events: SyncEvents;
+  logger: Logger;
+  resolveAuth(repository: Repository): Promise<GitAuth | undefined>;
+  /** Re-checks the repository's host right before git connects (DNS may have changed). */
+  assertHostAllowed(url: string): Promise<void>;
+}
+
+export type RunOutcome = 'SUCCEEDED' | 'SKIPPED' | 'FAILED' | 'CANCELLED';
+
+/** A failure whose message is meant for the user as it is. */
+class RunFailure extends Error {}
+
+/**
+ * One sync run, following the pipeline of SPEC §1:
+ * CHECK → CLONE | FETCH → APPLY → DONE (or SKIPPED / FAILED).
+ */
+export async function executeRun(deps: RunDependencies, claimed: SyncRun, signal: AbortSignal): Promise<RunOutcome> {
+  const repository = await deps.prisma.repository.findUnique({ where: { id: claimed.repositoryId } });
+  if (!repository) return 'CANCELLED';
+  const recorder = new RunRecorder(
+    deps.prisma,
+    deps.events,
+    repository.id,
+    claimed.id,
+    repository.status,
+    claimed.phaseLog as unknown as PhaseLogEntry[],
+  );
+  const log = deps.logger.child({ repositoryId: repository.id, runId: claimed.id });
+  try {
+    return await sync(deps, repository, claimed, recorder, signal);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    const message = redactSecrets(error instanceof Error ? error.message : String(error));
+    log.warn({ err: message }, 'sync run failed');
+    await recordFailure(deps.prisma, recorder, repository, message);
+    return 'FAILED';
+  }
+}
+
+async function sync(
+  deps: RunDependencies,
+  repository: Repository,
+  run: SyncRun,
+  recorder: RunRecorder,
+  signal: AbortSignal,
+): Promise<RunOutcome> {
+  const { prisma, copies } = deps;
+  await recorder.phase('CHECKING', { run: { fromSha: repository.lastCommitSha } });
+  await deps.assertHostAllowed(repository.url);
+  const auth = await deps.resolveAuth(repository);
+  const remote = await readRemote(deps.git, repository.url, { signal, ...(auth ? { auth } : {}) });
+
+  let branch = repository.branch;
+  if (repository.followsDefaultBranch && remote.defaultBranch && remote.defaultBranch !== branch) {
+    branch = remote.defaultBranch;
+  }
+  const remoteSha = remote.branches.get(branch);
+  if (!remoteSha) {
+    throw new RunFailure(`branch "${branch}" does not exist upstream; the last synced copy is kept`);
+  }
+  if (branch !== repository.branch || remote.defaultBranch !== repository.defaultBranch) {
+    await prisma.repository.update({
+      where: { id: repository.id },
+      data: { branch, defaultBranch: remote.defaultBranch },
+    });
+  }
+
+  const health = await copies.health(repository.id);
+  const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
+  if (upToDate && !run.force) {
+    await finishSkipped(prisma, recorder, repository, remoteSha);
+    return 'SKIPPED';
+  }
+
+  const strategy = chooseStrategy(repository.syncStrategy, health);
+  const input: StrategyInput = {
+    repositoryId: repository.id,
+    url: repository.url,
+    branch,
+    remoteSha,
+    fromSha: repository.lastCommitSha,
+    repair: !health.healthy,
+    signal,
+    onTransferProgress: (progress) =>
+      recorder.progress(strategy === 'FULL' ? 'CLONING' : 'FETCHING', progress.fraction, progress.stage),
+    onApply: () => recorder.phase('APPLYING'),
+    ...(auth ? { auth } : {}),
+  };
+  await prisma.repository.update({ where: { id: repository.id }, data: { status: 'SYNCING' } });
+  await recorder.phase(strategy === 'FULL' ? 'CLONING' : 'FETCHING', { status: 'SYNCING', run: { strategy } });
+
+  let usedStrategy: SyncStrategy = strategy;
+  let result: StrategyResult;
+  if (strategy === 'FULL') {
+    result = await deps.strategies.full(input);
+  } else {
+    try {
+      result = await deps.strategies.incremental(input);
+    } catch (error) {
+      if (!isLocalCopyProblem(error) || signal.aborted) throw error;
+      // The copy itself is broken: a fresh clone replaces it (SPEC §1 self-healing).
+      deps.logger.warn({ repositoryId: repository.id, err: (error as Error).message }, 'incremental sync failed on the local copy; re-cloning');
+      usedStrategy = 'FULL';
+      await recorder.phase('CLONING', { message: 'local copy unusable; re-cloning', run: { strategy: 'FULL' } });
+      result = await deps.strategies.full({ ...input, onApply: async () => undefined });
+    }
+  }
+
+  const finishedAt = new Date();
+  await prisma.$transaction([
+    prisma.repository.update({
+      where: { id: repository.id },
+      data: {
+        status: 'SYNCED',
+        lastCommitSha: result.head,
+        lastSyncedAt: finishedAt,
+        lastError: null,
+        consecutiveFailures: 0,
+        ...(result.head !== repository.lastCommitSha ? { lastChangedAt: finishedAt } : {}),
+        nextCheckAt: nextCheckAt({
+          now: finishedAt,
+          lastChangedAt: result.head !== repository.lastCommitSha ? finishedAt : changedAt(repository),
+          consecutiveFailures: 0,
+        }),
+      },
+    }),
+    prisma.syncRun.update({
+      where: { id: run.id },
+      data: {
+        status: 'SUCCEEDED',
+        activeSlot: null,
+        strategy: usedStrategy,
+        toSha: result.head,
+        filesChanged: result.filesChanged,
+        bytesReceived: result.bytesReceived,
+        finishedAt,
+      },
+    }),
+  ]);
+  await recorder.phase('DONE', { status: 'SYNCED', commitSha: result.head });
+  return 'SUCCEEDED';
+}
+
+function chooseStrategy(configured: SyncStrategy, health: CopyHealth): 'FULL' | 'INCREMENTAL' {
+  if (!health.healthy) {
+    // A copy that exists but is unusable is re-cloned; a half-updated one is repaired in place.
+    return health.reason === 'an update was interrupted' && configured !== 'FULL' ? 'INCREMENTAL' : 'FULL';
+  }
+  return configured === 'FULL' ? 'FULL' : 'INCREMENTAL';
+}
+
+function isLocalCopyProblem(error: unknown): boolean {
+  return error instanceof GitError && (error.failure === 'corrupt' || error.failure === 'failed');
+}
+
+async function finishSkipped(prisma: Prisma, recorder: RunRecorder, repository: Repository, sha: string): Promise<void> {
+  const now = new Date();
+  const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
+  await prisma.$transaction([
+    prisma.repository.update({
+      where: { id: repository.id },
+      data: {
+        status,
+        lastError: null,
+        consecutiveFailures: 0,
+        nextCheckAt: nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0 }),
+      },
+    }),
+    prisma.syncRun.update({
+      where: { id: recorder.runId },
+      data: { status: 'SKIPPED', activeSlot: null, toSha: sha, filesChanged: 0, bytesReceived: 0, finishedAt: now },
+    }),
+  ]);
+  await recorder.phase('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
+}
+
+async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: Repository, message: string): Promise<void> {
+  const now = new Date();
+  const failures = repository.consecutiveFailures + 1;
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: failures });
+  const lastError = next
+    ? message
+    : `${message} (scheduled checks stopped after ${maxConsecutiveFailures} consecutive failures; a manual sync or a webhook resumes them)`;
+  await prisma.$transaction([
+    prisma.repository.update({
+      where: { id: repository.id },
+      data: { status: 'FAILED', lastError, consecutiveFailures: failures, nextCheckAt: next },
+    }),
+    prisma.syncRun.update({
+      where: { id: recorder.runId },
+      data: { status: 'FAILED', activeSlot: null, error: message, finishedAt: now },
+    }),
+  ]);
+  await recorder.phase('FAILED', { status: 'FAILED', message });
+}
+
+function changedAt(repository: Repository): Date {
+  return repository.lastChangedAt ?? repository.createdAt;
+}
