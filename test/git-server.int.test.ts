@@ -22,7 +22,8 @@ async function countFiles(dir: string): Promise<number> {
   return entries.filter((e) => e.isFile() && !relative(dir, e.parentPath).startsWith('.git')).length;
 }
 
-describe('git smart-HTTP test server', () => {
+// Every step spawns git, which is slow on a loaded machine.
+describe('git smart-HTTP test server', { timeout: 30_000 }, () => {
   let server: GitServer;
   let scratch: string;
   let clones = 0;
@@ -104,6 +105,11 @@ describe('git smart-HTTP test server', () => {
     expect(refs).not.toContain('refs/heads/main');
 
     await upstream.deleteBranch('feature');
+    const empty = await createUpstream(server, 'empty', { files: {} });
+    await expect(empty.head()).rejects.toThrow();
+    const root = await empty.commit({ 'with "odd" name.txt': 'odd\n' });
+    expect(await git(['ls-tree', '--name-only', root], { cwd: empty.bareDir })).toBe('"with \\"odd\\" name.txt"');
+
     const next = await upstream.commit({ 'y.txt': 'y\n' });
     expect(await upstream.head('trunk')).toBe(next);
     expect(await git(['ls-remote', upstream.url])).not.toContain('feature');
@@ -139,12 +145,11 @@ describe('git smart-HTTP test server', () => {
     await git(['ls-remote', upstream.url]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 300);
 
-    server.setFault('*', { kind: 'trickle', bytesPerSecond: 2_000 });
+    server.setFault('*', { kind: 'trickle', bytesPerSecond: 1_000 });
     started = Date.now();
     await git(['clone', '-q', upstream.url, cloneDir()]);
-    const packBytes = server.repoStats('faulty').bytesSent;
+    // ls-refs and pack responses together are well over 300 bytes.
     expect(Date.now() - started).toBeGreaterThanOrEqual(300);
-    expect(packBytes).toBeGreaterThan(0);
 
     const hanging = await startGitServer({ root: server.root, faults: { faulty: { kind: 'hang' } } });
     let settled = false;

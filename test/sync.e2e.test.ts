@@ -109,9 +109,9 @@ describe('sync of a plain git repository', () => {
 
   it('follows a force-pushed (rewritten) upstream history', async () => {
     const { upstream, repository } = await addRepository('rewritten');
-    await upstream.commit({ 'a.txt': 'one\n' });
+    const second = await upstream.commit({ 'a.txt': 'one\n' });
     await client.request(SyncRepositoryDocument, { repositoryId: repository.id });
-    await waitForRepository(client, repository.id, async (state) => state.lastCommitSha === (await upstream.head()));
+    await waitForRepository(client, repository.id, (state) => state.lastCommitSha === second);
     await waitForIdle(testApp.app, dbId(repository.id));
 
     const rewritten = await upstream.forcePush('amend');

@@ -1,4 +1,4 @@
-import { simpleGit, type SimpleGit, type SimpleGitProgressEvent } from 'simple-git';
+import { spawn } from 'node:child_process';
 import { redactSecrets, registerSecret } from './redact.js';
 
 /** Basic-auth credentials for one git operation; never stored on disk. */
@@ -41,21 +41,6 @@ export interface GitLimits {
 }
 
 const helperScript = '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$REPOLENS_GIT_USERNAME" "$REPOLENS_GIT_PASSWORD"; }; f';
-
-// Guarded variables simple-git must let through: they are what keeps every
-// call hermetic (no user/system config, no prompt) and carry credentials by
-// environment instead of arguments.
-const allowedEnvironment = [
-  'GIT_TERMINAL_PROMPT',
-  'GIT_CONFIG_NOSYSTEM',
-  'GIT_CONFIG_GLOBAL',
-  'GIT_CONFIG_COUNT',
-  'GIT_ASKPASS',
-  'GIT_PROTOCOL',
-  'GIT_HTTP_LOW_SPEED_LIMIT',
-  'GIT_HTTP_LOW_SPEED_TIME',
-  ...Array.from({ length: 8 }, (_, index) => [`GIT_CONFIG_KEY_${index}`, `GIT_CONFIG_VALUE_${index}`]).flat(),
-];
 
 // Only what git needs to find itself, TLS roots and proxies: nothing from the
 // caller's environment (EDITOR, GIT_DIR, pagers…) may steer a git call.
@@ -126,49 +111,73 @@ export interface GitRunResult {
 export class Git {
   constructor(private readonly limits: GitLimits) {}
 
-  /** Runs one git command; the only place this process spawns git. */
-  async run(args: string[], options: GitCallOptions = {}): Promise<GitRunResult> {
-    const timeout = AbortSignal.timeout(this.limits.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  /**
+   * Runs one git command; the only place this process spawns git. git runs
+   * in its own process group so that a timeout or cancellation kills its
+   * helpers too (git-remote-https would otherwise hang on in a dead socket).
+   */
+  run(args: string[], options: GitCallOptions = {}): Promise<GitRunResult> {
     const release = options.auth ? registerSecret(options.auth.password) : () => undefined;
-    let stderr = '';
-    const git: SimpleGit = simpleGit({
-      baseDir: options.cwd ?? process.cwd(),
-      abort: signal,
-      timeout: { block: this.limits.idleTimeoutMs },
-      allowEnvironment: allowedEnvironment,
-      unsafe: {
-        allowUnsafeConfigEnvCount: true,
-        allowUnsafeConfigPaths: true,
-        allowUnsafeCredentialHelper: true,
-        allowUnsafeProtocolOverride: true,
-        allowUnsafeAskPass: true,
-        allowUnsafeHooksPath: true,
-      },
-      trimmed: false,
-      ...(options.onProgress ? { progress: progressAdapter(options.onProgress) } : {}),
-    })
-      .env(buildEnvironment(options))
-      .outputHandler((_command, _stdout, stderrStream) => {
-        stderrStream.on('data', (chunk: Buffer) => {
-          stderr = (stderr + chunk.toString('utf8')).slice(-16_384);
-        });
+    const command = args[0] ?? 'git';
+    return new Promise<GitRunResult>((resolve, reject) => {
+      const child = spawn('git', args, {
+        cwd: options.cwd ?? process.cwd(),
+        env: buildEnvironment(options),
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
       });
-    try {
-      const stdout = await git.raw(args);
-      return { stdout, stderr };
-    } catch (error) {
-      const reason = String((error as Error).message ?? error);
-      if (timeout.aborted) throw new GitError('timeout', `git ${args[0]} timed out after ${this.limits.timeoutMs} ms`);
-      if (options.signal?.aborted) throw new GitError('aborted', `git ${args[0]} was cancelled`);
-      if (/timeout|block/i.test(reason) && !stderr) {
-        throw new GitError('timeout', `git ${args[0]} stalled: no output for ${this.limits.idleTimeoutMs} ms`);
-      }
-      const detail = lastLines(stderr || reason);
-      throw new GitError(classify(detail), `git ${args[0]} failed: ${detail}`);
-    } finally {
-      release();
-    }
+      const stdout: Buffer[] = [];
+      let stderr = '';
+      let failure: GitError | null = null;
+      const kill = (error: GitError) => {
+        failure ??= error;
+        try {
+          if (child.pid) process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      };
+      const overall = setTimeout(() => kill(new GitError('timeout', `git ${command} timed out after ${this.limits.timeoutMs} ms`)), this.limits.timeoutMs);
+      let idle: NodeJS.Timeout | undefined;
+      const touch = () => {
+        clearTimeout(idle);
+        idle = setTimeout(
+          () => kill(new GitError('timeout', `git ${command} stalled: no output for ${this.limits.idleTimeoutMs} ms`)),
+          this.limits.idleTimeoutMs,
+        );
+      };
+      touch();
+      const onAbort = () => kill(new GitError('aborted', `git ${command} was cancelled`));
+      if (options.signal?.aborted) onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      child.stdout.on('data', (chunk: Buffer) => {
+        stdout.push(chunk);
+        touch();
+      });
+      child.stderr.on('data', (chunk: Buffer) => {
+        const text = chunk.toString('utf8');
+        stderr = (stderr + text).slice(-16_384);
+        touch();
+        if (options.onProgress) reportProgress(text, options.onProgress);
+      });
+      const finish = () => {
+        clearTimeout(overall);
+        clearTimeout(idle);
+        options.signal?.removeEventListener('abort', onAbort);
+        release();
+      };
+      child.once('error', (error) => {
+        finish();
+        reject(new GitError('failed', `could not run git: ${error.message}`));
+      });
+      child.once('close', (code) => {
+        finish();
+        if (failure) return reject(failure);
+        if (code === 0) return resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr });
+        const detail = lastLines(stderr) || `exit code ${code}`;
+        reject(new GitError(classify(detail), `git ${command} failed: ${detail}`));
+      });
+    });
   }
 }
 
@@ -182,8 +191,12 @@ function lastLines(text: string): string {
     .slice(0, 500);
 }
 
-function progressAdapter(onProgress: (progress: GitProgress) => void) {
-  return ({ stage, progress }: SimpleGitProgressEvent) => onProgress({ stage, fraction: progress / 100 });
+const progressLine = /(Counting|Compressing|Receiving|Resolving|Updating files)[^:]*:\s+(\d{1,3})%/g;
+
+function reportProgress(text: string, onProgress: (progress: GitProgress) => void): void {
+  for (const match of text.matchAll(progressLine)) {
+    onProgress({ stage: match[1]!.toLowerCase(), fraction: Number(match[2]) / 100 });
+  }
 }
 
 /** "Receiving objects: 100% (5/5), 1.20 MiB | ..." → bytes, from git's progress output. */

@@ -83,14 +83,7 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   const children = new Set<ChildProcess>();
   const closing = new AbortController();
 
-  const repoStats = (name: string): RepoStats => {
-    let entry = stats.get(name);
-    if (!entry) {
-      entry = { requests: 0, infoRefs: 0, lsRefs: 0, fetches: 0, bytesSent: 0 };
-      stats.set(name, entry);
-    }
-    return entry;
-  };
+  const zero = (): RepoStats => ({ requests: 0, infoRefs: 0, lsRefs: 0, fetches: 0, bytesSent: 0 });
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -101,7 +94,8 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     }
     const name = match[1];
     const rest = match[2] ?? '';
-    const counters = repoStats(name);
+    const counters = stats.get(name) ?? zero();
+    stats.set(name, counters);
     counters.requests++;
 
     const authorization = req.headers.authorization;
@@ -197,7 +191,7 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     stats,
     authorizations,
     repoUrl: (name) => `${url}/${name}.git`,
-    repoStats: (name) => ({ ...repoStats(name) }),
+    repoStats: (name) => ({ ...(stats.get(name) ?? zero()) }),
     totalFetches: () => [...stats.values()].reduce((sum, s) => sum + s.fetches, 0),
     resetStats: () => {
       stats.clear();

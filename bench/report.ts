@@ -1,0 +1,75 @@
+import { median, round } from './timing.js';
+
+/** A secondary bar a benchmark must meet besides its ratio (peak RSS, zero fetches…). */
+export interface Check {
+  metric: string;
+  value: number;
+  /** The value must be at most this. */
+  max: number;
+}
+
+export interface BenchResult {
+  name: string;
+  ours_ms: number;
+  baseline_ms: number;
+  ratio: number;
+  target: number;
+  pass: boolean;
+  runs: number;
+  ours_runs_ms: number[];
+  baseline_runs_ms: number[];
+  checks: (Check & { pass: boolean })[];
+  [extra: string]: unknown;
+}
+
+/** Medians of both sides; the ratio and every check must hold for `pass`. */
+export function benchResult(
+  name: string,
+  target: number,
+  samples: { ours: number[]; baseline: number[] },
+  extra: { checks?: Check[] } & Record<string, unknown> = {},
+): BenchResult {
+  const ours = median(samples.ours);
+  const baseline = median(samples.baseline);
+  const ratio = round(ours / baseline, 3);
+  const checks = (extra.checks ?? []).map((check) => ({ ...check, value: round(check.value, 1), pass: check.value <= check.max }));
+  return {
+    name,
+    ours_ms: round(ours),
+    baseline_ms: round(baseline),
+    ratio,
+    target,
+    pass: ratio <= target && checks.every((check) => check.pass),
+    runs: samples.ours.length,
+    ours_runs_ms: samples.ours.map((value) => round(value)),
+    baseline_runs_ms: samples.baseline.map((value) => round(value)),
+    ...extra,
+    checks,
+  };
+}
+
+export function formatTable(results: readonly BenchResult[]): string {
+  const header = ['benchmark', 'runs', 'ours ms', 'baseline ms', 'ratio', 'target', 'other bars', 'result'];
+  const rows = results.map((result) => [
+    result.name,
+    String(result.runs),
+    String(result.ours_ms),
+    String(result.baseline_ms),
+    result.ratio.toFixed(2),
+    `≤ ${result.target}`,
+    result.checks.map((check) => `${check.metric} ${check.value} (≤ ${check.max})${check.pass ? '' : ' ✗'}`).join(', ') || '-',
+    result.pass ? 'PASS' : 'MISS',
+  ]);
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+}
+
+/** The per-benchmark details worth reading under the table (phase breakdowns, request counts). */
+export function formatDetails(result: BenchResult): string {
+  const skip = new Set(['name', 'ours_ms', 'baseline_ms', 'ratio', 'target', 'pass', 'runs', 'checks']);
+  const lines = Object.entries(result)
+    .filter(([key]) => !skip.has(key))
+    .map(([key, value]) => `  ${key}: ${typeof value === 'object' ? JSON.stringify(value) : String(value)}`);
+  return [`${result.name}:`, ...lines].join('\n');
+}

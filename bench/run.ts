@@ -1,0 +1,77 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startGitServer } from '../test/support/gitServer.js';
+import type { BenchContext } from './context.js';
+import { incremental } from './incremental.js';
+import { initialSync } from './initialSync.js';
+import { noChange } from './noChange.js';
+import { formatDetails, formatTable, type BenchResult } from './report.js';
+import { round } from './timing.js';
+
+/**
+ * `npm run bench`: each benchmark against the raw git tool doing the same
+ * work, both served by one local smart-HTTP git server in the same run.
+ * BENCH_RUNS overrides every benchmark's measured run count, BENCH_WARMUP
+ * the unmeasured ones before (default 1), BENCH_ONLY picks benchmarks by name.
+ */
+const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = {
+  'initial-sync': initialSync,
+  'incremental-100': incremental,
+  'no-change-1000': noChange,
+};
+
+const resultsPath = fileURLToPath(new URL('results.json', import.meta.url));
+
+function positiveInt(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  return value;
+}
+
+async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY?.split(',').map((name) => name.trim()).filter(Boolean);
+  const unknown = only?.filter((name) => !(name in benchmarks)) ?? [];
+  if (unknown.length) throw new Error(`unknown benchmark(s) ${unknown.join(', ')}; known: ${Object.keys(benchmarks).join(', ')}`);
+  const selected = Object.entries(benchmarks).filter(([name]) => !only?.length || only.includes(name));
+  const runs = positiveInt('BENCH_RUNS');
+  const started = performance.now();
+  const log = (message: string) => console.log(`${round((performance.now() - started) / 1000, 1)}s ${message}`);
+
+  const workDir = await mkdtemp(path.join(tmpdir(), 'repolens-bench-'));
+  const gitRoot = path.join(workDir, 'git');
+  await mkdir(gitRoot);
+  const gitServer = await startGitServer({ root: gitRoot });
+  const ctx: BenchContext = {
+    git: gitServer,
+    workDir,
+    runs: (fallback) => (runs && runs > 0 ? runs : fallback),
+    warmup: positiveInt('BENCH_WARMUP') ?? 1,
+    log,
+  };
+
+  const results: BenchResult[] = [];
+  try {
+    for (const [name, bench] of selected) {
+      const loadBefore = round(loadavg()[0] ?? 0, 2);
+      log(`[${name}] starting (1-min load average ${loadBefore})`);
+      results.push({ ...(await bench(ctx)), load_avg_1m: loadBefore });
+    }
+  } finally {
+    await gitServer.close();
+    await rm(workDir, { recursive: true, force: true });
+  }
+
+  await writeFile(resultsPath, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`\n${formatTable(results)}\n`);
+  for (const result of results) console.log(`${formatDetails(result)}\n`);
+  console.log(`results written to ${path.relative(process.cwd(), resultsPath)} (${round((performance.now() - started) / 1000)} s)`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exit(1);
+});

@@ -1,0 +1,153 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { TestClient } from '../test/support/client.js';
+import { databaseUrl, serverUrl } from '../test/support/database.js';
+import { sleep } from './timing.js';
+
+const projectRoot = fileURLToPath(new URL('..', import.meta.url));
+const cli = path.join(projectRoot, 'bin/repolens.js');
+const running = new Set<ChildProcess>();
+
+// A crashed or interrupted bench must not leave servers behind.
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/**
+ * The service under test as a real child process (`repolens serve`) with its
+ * own DATA_DIR and a fresh PostgreSQL database. The database is named
+ * repolens_bench_* (created empty; the CLI migrates it) so that a concurrent
+ * `vitest` globalSetup, which drops every repolens_test_* database, cannot
+ * pull it away mid-run.
+ */
+export class Service {
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly database: string,
+    private readonly output: string[],
+    readonly url: string,
+    readonly client: TestClient,
+    /** The service's database, for setup and completion checks (through `query`). */
+    private readonly db: pg.Pool,
+  ) {}
+
+  private ownQueries = 0;
+
+  static async start(dataDir: string, env: Record<string, string> = {}): Promise<Service> {
+    const database = `repolens_bench_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+    await admin(`CREATE DATABASE "${database}"`);
+    await mkdir(dataDir, { recursive: true });
+    const port = await freePort();
+    const serviceEnv = {
+      ...process.env,
+      DATABASE_URL: databaseUrl(database),
+      DATA_DIR: dataDir,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      REPOLENS_ALLOW_PRIVATE_HOSTS: '1',
+      LOG_LEVEL: 'warn',
+      ...env,
+    };
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'token', 'create', '--tenant', 'bench'], {
+      env: serviceEnv,
+      cwd: projectRoot,
+    });
+    const child = spawn(process.execPath, [cli, 'serve'], { env: serviceEnv, cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
+    const output: string[] = [];
+    const keep = (chunk: Buffer) => output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const url = `http://127.0.0.1:${port}`;
+    const db = new pg.Pool({ connectionString: databaseUrl(database), max: 2 });
+    const service = new Service(child, database, output, url, new TestClient(url, stdout.trim()), db);
+    await service.waitReady();
+    return service;
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  /** Warning and error lines the service logged (LOG_LEVEL=warn). */
+  get logLines(): readonly string[] {
+    return this.output;
+  }
+
+  /** VmHWM of the server process: its peak resident set so far. */
+  async peakRssMb(): Promise<number> {
+    const status = await readFile(`/proc/${this.pid}/status`, 'utf8');
+    const kb = Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? Number.NaN);
+    return kb / 1024;
+  }
+
+  async query<Row extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<Row[]> {
+    this.ownQueries++;
+    return (await this.db.query<Row>(text, values)).rows;
+  }
+
+  /**
+   * Transactions committed in the service's database, minus the bench's own
+   * queries: a count of the server's database round trips (a Prisma
+   * `$transaction` counts once). PostgreSQL publishes a backend's counters
+   * within about a second of it going idle, hence the wait.
+   */
+  async serverTransactions(): Promise<number> {
+    await sleep(1500);
+    const [row] = await this.query<{ xacts: string }>(
+      'SELECT xact_commit + xact_rollback AS xacts FROM pg_stat_database WHERE datname = current_database()',
+    );
+    return Number(row?.xacts) - this.ownQueries;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    running.delete(this.child);
+    await this.db.end();
+    await admin(`DROP DATABASE IF EXISTS "${this.database}" WITH (FORCE)`);
+  }
+
+  private async waitReady(): Promise<void> {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (this.child.exitCode !== null) throw new Error(`the service exited (${this.child.exitCode}):\n${this.output.slice(-20).join('\n')}`);
+      const ready = await fetch(`${this.url}/readyz`).then((response) => response.ok, () => false);
+      if (ready) return;
+      if (Date.now() > deadline) throw new Error(`the service did not become ready:\n${this.output.slice(-20).join('\n')}`);
+      await sleep(200);
+    }
+  }
+}
+
+async function admin(statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
