@@ -18,5 +18,6 @@ export default defineConfig({
     // Two cores: more workers only make git and PostgreSQL fight for them.
     maxWorkers: 2,
     env: { NODE_ENV: 'test' },
+    reporters: ['default', './test/support/summaryReporter.ts'],
   },
 });
