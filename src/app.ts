@@ -113,11 +113,20 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 }
 
 /**
- * After a crash: runs left RUNNING go back to the queue and repositories
- * left SYNCING become OUTDATED (temporary clones were removed by copies.init).
+ * After a crash: runs left RUNNING go back to the queue, and repositories
+ * left SYNCING become OUTDATED with a run queued (temporary clones were
+ * removed by copies.init).
  */
 async function recover(db: Database, runQueue: RunQueue, logger: Logger): Promise<void> {
   const requeued = await runQueue.requeueOrphans(null);
-  const { count } = await db.prisma.repository.updateMany({ where: { status: 'SYNCING' }, data: { status: 'OUTDATED' } });
-  if (requeued || count) logger.warn({ requeuedRuns: requeued, outdatedRepositories: count }, 'recovered from an unclean stop');
+  const interrupted = await db.prisma.repository.findMany({ where: { status: 'SYNCING' }, select: { id: true, tenantId: true } });
+  for (const repository of interrupted) {
+    await db.prisma.repository.update({ where: { id: repository.id }, data: { status: 'OUTDATED' } });
+    if (!(await runQueue.nextQueued(repository.id))) {
+      await runQueue.enqueue({ repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'SCHEDULED' });
+    }
+  }
+  if (requeued || interrupted.length) {
+    logger.warn({ requeuedRuns: requeued, outdatedRepositories: interrupted.length }, 'recovered from an unclean stop');
+  }
 }

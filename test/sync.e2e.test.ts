@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AddRepositoryDocument,
   CreateProjectDocument,
+  RefsDocument,
   RepositoryDocument,
   SyncRepositoryDocument,
   SyncStatusDocument,
@@ -123,6 +124,25 @@ describe('sync of a plain git repository', () => {
     const workingCopy = path.join(testApp.dataDir, 'repos', dbId(repository.id));
     expect(await git(['rev-parse', 'HEAD'], { cwd: workingCopy })).toBe(rewritten);
     expect(await git(['status', '--porcelain'], { cwd: workingCopy })).toBe('');
+  });
+
+  it('records the branches and tags upstream lists', async () => {
+    const { upstream, repository } = await addRepository('refs');
+    await waitForRepository(client, repository.id, (state) => state.status === 'SYNCED');
+    await waitForIdle(testApp.app, dbId(repository.id));
+    const main = await upstream.head();
+    const dev = await upstream.commit({ 'dev.txt': 'dev\n' }, 'on dev', 'dev');
+    await upstream.tag('v1.0.0', main);
+    await client.request(SyncRepositoryDocument, { repositoryId: repository.id });
+    await waitForIdle(testApp.app, dbId(repository.id));
+    const all = (await client.request(RefsDocument, { id: repository.id })).repository!.refs;
+    expect(all).toEqual([
+      { kind: 'BRANCH', name: 'dev', sha: dev },
+      { kind: 'BRANCH', name: 'main', sha: main },
+      { kind: 'TAG', name: 'v1.0.0', sha: main },
+    ]);
+    const tags = (await client.request(RefsDocument, { id: repository.id, kind: 'TAG' })).repository!.refs;
+    expect(tags.map((ref) => ref.name)).toEqual(['v1.0.0']);
   });
 
   it('coalesces 50 concurrent syncRepository calls into at most 2 runs', async () => {

@@ -6,6 +6,7 @@ import './repository.js';
 import './syncRun.js';
 import './syncEvent.js';
 import './credential.js';
+import './ref.js';
 
 builder.queryType({});
 builder.mutationType({});

@@ -4,6 +4,7 @@ import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
+import { recordRefs } from './refs.js';
 import { readRemote } from './remote.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
@@ -66,6 +67,7 @@ async function sync(
   await deps.assertHostAllowed(repository.url);
   const auth = await deps.resolveAuth(repository);
   const remote = await readRemote(deps.git, repository.url, { signal, ...(auth ? { auth } : {}) });
+  await recordRefs(prisma, repository, remote);
 
   let branch = repository.branch;
   if (repository.followsDefaultBranch && remote.defaultBranch && remote.defaultBranch !== branch) {

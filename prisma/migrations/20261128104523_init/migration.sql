@@ -90,6 +90,7 @@ CREATE TABLE "Repository" (
     "nextCheckAt" TIMESTAMP(3),
     "lastChangedAt" TIMESTAMP(3),
     "consecutiveFailures" INTEGER NOT NULL DEFAULT 0,
+    "refsDigest" TEXT,
     "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "updatedAt" TIMESTAMP(3) NOT NULL,
 
