@@ -78,12 +78,22 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       const cwd = copies.pathOf(input.repositoryId);
       await copies.removeStaleLocks(input.repositoryId);
       const tracking = `refs/remotes/origin/${input.branch}`;
-      const { stderr } = await git.run(
-        ['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+refs/heads/${input.branch}:${tracking}`],
-        { ...remoteOptions(input), cwd },
-      );
-      const head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
-      if (!/^[0-9a-f]{40,64}$/.test(head)) throw new GitError('corrupt', 'fetched head is not a commit');
+      const fetch = (source: string) =>
+        git.run(['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+${source}:${tracking}`], {
+          ...remoteOptions(input),
+          cwd,
+        });
+      let head = input.remoteSha;
+      let stderr: string;
+      try {
+        // The CHECK named the head: asking for it by id spares the second ref listing.
+        ({ stderr } = await fetch(input.remoteSha));
+      } catch (error) {
+        // Servers speaking only protocol v0 may refuse an unadvertised object id.
+        if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
+        ({ stderr } = await fetch(`refs/heads/${input.branch}`));
+        head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
+      }
       await input.onApply();
       await copies.markSyncing(input.repositoryId);
       await git.run(['checkout', '--force', '--no-progress', '-B', input.branch, head], { cwd, signal: input.signal });
