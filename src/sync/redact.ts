@@ -15,7 +15,8 @@ export function registerSecret(secret: string): () => void {
   };
 }
 
-const userinfoPattern = /([a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi;
+// Greedy up to the last "@" of the authority, so "user:p@ss@host" loses all of "user:p@ss".
+const userinfoPattern = /([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>]*@/gi;
 const authorizationPattern = /(authorization:\s*(?:basic|bearer|token)\s+)[^\s"']+/gi;
 
 export function redactSecrets(text: string): string {

@@ -177,8 +177,3 @@ export function isRefusedAddress(ip: string, allowPrivateHosts: boolean): string
   if (allowPrivateHosts && allowedWhenPrivate.has(range)) return null;
   return rangeLabels[range] ?? `reserved address (${range})`;
 }
-
-/** Replaces the userinfo of every URL in `text` (https://user:pass@host -> https://***@host). */
-export function redactUrl(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>]*@/gi, '$1***@');
-}
