@@ -8,39 +8,59 @@ export interface BenchContext {
   workDir: string;
   /** Measured iterations: BENCH_RUNS when set, else the benchmark's default. */
   runs(fallback: number): number;
-  /** Unmeasured iterations before them (BENCH_WARMUP, default 1). */
-  warmup: number;
+  /** Unmeasured iterations before them: BENCH_WARMUP when set, else the benchmark's default. */
+  warmup(fallback: number): number;
+  /** Scales a workload size by BENCH_SCALE (default 1; e.g. 0.1 for a quick check of the bench itself). */
+  scale(size: number): number;
   log(message: string): void;
 }
 
-export interface Side {
-  /** Does the work once and returns its duration in ms (each side times exactly its own work). */
-  (iteration: number): Promise<number>;
+/** One side's work done once: how long it took (timed by the side itself) and what it observed. */
+export interface Sample<Detail> {
+  ms: number;
+  detail: Detail;
+}
+
+export interface Samples<Ours, Baseline> {
+  ours: number[];
+  baseline: number[];
+  oursDetails: Ours[];
+  baselineDetails: Baseline[];
 }
 
 /**
- * Warm-up iterations, then measured ones. The two sides alternate which goes
- * first, so neither always meets a cold (or warm) page cache or git server.
+ * Warm-up iterations, then measured ones; only the measured are returned.
+ * The two sides alternate which goes first, so neither always meets a cold
+ * (or warm) page cache or git server.
  */
-export async function measure(
+export async function measure<Ours, Baseline>(
   ctx: BenchContext,
   name: string,
-  options: { runs: number; prepare?: (iteration: number) => Promise<void>; ours: Side; baseline: Side },
-): Promise<{ ours: number[]; baseline: number[] }> {
-  const samples = { ours: [] as number[], baseline: [] as number[] };
-  const total = ctx.warmup + options.runs;
-  for (let iteration = 0; iteration < total; iteration++) {
+  options: {
+    runs: number;
+    warmup: number;
+    /** Untimed, before both sides of an iteration (e.g. new upstream commits). */
+    prepare?: (iteration: number) => Promise<void>;
+    ours: (iteration: number) => Promise<Sample<Ours>>;
+    baseline: (iteration: number) => Promise<Sample<Baseline>>;
+  },
+): Promise<Samples<Ours, Baseline>> {
+  const samples: Samples<Ours, Baseline> = { ours: [], baseline: [], oursDetails: [], baselineDetails: [] };
+  for (let iteration = 0; iteration < options.warmup + options.runs; iteration++) {
     await options.prepare?.(iteration);
-    const order = iteration % 2 === 0 ? (['ours', 'baseline'] as const) : (['baseline', 'ours'] as const);
-    const took = { ours: 0, baseline: 0 };
-    for (const side of order) took[side] = await options[side](iteration);
-    const warm = iteration < ctx.warmup;
+    const oursFirst = iteration % 2 === 0;
+    const first = oursFirst ? await options.ours(iteration) : await options.baseline(iteration);
+    const second = oursFirst ? await options.baseline(iteration) : await options.ours(iteration);
+    const [ours, baseline] = (oursFirst ? [first, second] : [second, first]) as [Sample<Ours>, Sample<Baseline>];
+    const warm = iteration < options.warmup;
     if (!warm) {
-      samples.ours.push(took.ours);
-      samples.baseline.push(took.baseline);
+      samples.ours.push(ours.ms);
+      samples.baseline.push(baseline.ms);
+      samples.oursDetails.push(ours.detail);
+      samples.baselineDetails.push(baseline.detail);
     }
-    const label = warm ? `warm-up ${iteration + 1}/${ctx.warmup}` : `run ${iteration - ctx.warmup + 1}/${options.runs}`;
-    ctx.log(`[${name}] ${label}: ours ${round(took.ours)} ms, baseline ${round(took.baseline)} ms`);
+    const label = warm ? `warm-up ${iteration + 1}/${options.warmup}` : `run ${iteration - options.warmup + 1}/${options.runs}`;
+    ctx.log(`[${name}] ${label}: ours ${round(ours.ms)} ms, baseline ${round(baseline.ms)} ms`);
   }
   return samples;
 }

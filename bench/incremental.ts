@@ -2,13 +2,13 @@ import path from 'node:path';
 import { createUpstream, git, type Upstream } from '../test/support/gitFixtures.js';
 import { addRepository, createProject, dbId, syncRepositories } from './api.js';
 import { measure, type BenchContext } from './context.js';
+import { baselineCost, serviceCost } from './cost.js';
 import { benchResult, type BenchResult } from './report.js';
-import { gitRequestsPer, gitTotals, medianPerKey, phaseBreakdown, runMarker, runsAfter, runSummary, type GitTotals } from './runs.js';
+import { phaseBreakdown, runMarker, runsAfter, runSummary } from './runs.js';
 import { Service } from './service.js';
-import { inParallel, median, timed, waitUntil } from './timing.js';
 import { waitForAllSynced } from './setup.js';
+import { inParallel, medianOf, round, timed, waitUntil } from './timing.js';
 
-const repositoryCount = 100;
 const workers = 4;
 
 /**
@@ -17,9 +17,11 @@ const workers = 4;
  * clones with 4 workers.
  */
 export async function incremental(ctx: BenchContext): Promise<BenchResult> {
+  const repositoryCount = ctx.scale(100);
   const [service, upstreams] = await Promise.all([
     Service.start(path.join(ctx.workDir, 'incremental-service'), {
       SYNC_CONCURRENCY: String(workers),
+      // All 100 repositories share one host.
       SYNC_HOST_CONCURRENCY: String(workers),
       // No poll may land inside a measurement.
       REPOLENS_SCHEDULER_INTERVAL_MS: '0',
@@ -27,25 +29,23 @@ export async function incremental(ctx: BenchContext): Promise<BenchResult> {
     smallUpstreams(ctx, repositoryCount),
   ]);
   try {
+    const rssAtStart = await service.rssMb();
     const client = service.client;
     const projectId = await createProject(client, 'incremental');
     const ids: string[] = [];
-    await inParallel(upstreams, workers, async (upstream, index) => void (ids[index] = await addRepository(client, projectId, upstream.url)));
+    await inParallel(upstreams, 2 * workers, async (upstream, index) => void (ids[index] = await addRepository(client, projectId, upstream.url)));
     const clones = upstreams.map((_, index) => path.join(ctx.workDir, 'incremental-clones', String(index)));
     await Promise.all([
       waitForAllSynced(service, repositoryCount),
-      inParallel(upstreams, workers, (upstream, index) => git(['clone', '--quiet', '--', upstream.url, clones[index]!]).then(() => undefined)),
+      inParallel(upstreams, workers, async (upstream, index) => void (await git(['clone', '--quiet', '--', upstream.url, clones[index]!]))),
     ]);
+    const peakAfterSetup = await service.peakRssMb();
     ctx.log(`[incremental-100] ${repositoryCount} repositories synced and cloned`);
 
     let heads: string[] = [];
-    const breakdowns: Record<string, number>[] = [];
-    const summaries: ReturnType<typeof runSummary>[] = [];
-    const transactions: number[] = [];
-    let requests: { ours?: GitTotals; baseline?: GitTotals } = {};
-
     const samples = await measure(ctx, 'incremental-100', {
       runs: ctx.runs(3),
+      warmup: ctx.warmup(0),
       prepare: async (iteration) => {
         heads = [];
         await inParallel(upstreams, workers, async (upstream, index) => {
@@ -53,43 +53,42 @@ export async function incremental(ctx: BenchContext): Promise<BenchResult> {
         });
       },
       ours: async () => {
-        const xactsBefore = await service.serverTransactions();
-        const [marker, gitBefore] = [await runMarker(service), gitTotals(ctx.git)];
-        const took = await timed(async () => {
-          await syncRepositories(client, ids);
-          await waitForHeads(service, ids.map(dbId), heads);
-        });
-        requests = { ...requests, ours: gitRequestsPer(gitTotals(ctx.git), gitBefore, repositoryCount) };
-        const runs = await runsAfter(service, marker);
-        breakdowns.push(phaseBreakdown(runs));
-        summaries.push(runSummary(runs, took));
-        transactions.push(((await service.serverTransactions()) - xactsBefore) / repositoryCount);
-        return took;
-      },
-      baseline: async () => {
-        const gitBefore = gitTotals(ctx.git);
-        const took = await timed(() =>
-          inParallel(clones, workers, async (clone) => {
-            await git(['fetch', '--quiet', 'origin'], { cwd: clone });
-            await git(['reset', '--quiet', '--hard', 'origin/main'], { cwd: clone });
+        const marker = await runMarker(service);
+        const start = Date.now();
+        const { result: ms, cost } = await serviceCost(service, ctx.git, repositoryCount, () =>
+          timed(async () => {
+            await syncRepositories(client, ids);
+            await waitForHeads(service, ids.map(dbId), heads);
           }),
         );
-        requests = { ...requests, baseline: gitRequestsPer(gitTotals(ctx.git), gitBefore, repositoryCount) };
+        const runs = await runsAfter(service, marker);
+        return { ms, detail: { phases: phaseBreakdown(runs), runs: runSummary(runs, { start, wallMs: ms }), cost } };
+      },
+      baseline: async () => {
+        const { result: ms, cost } = await baselineCost(ctx.git, repositoryCount, () =>
+          timed(() =>
+            inParallel(clones, workers, async (clone) => {
+              await git(['fetch', '--quiet', 'origin'], { cwd: clone });
+              await git(['reset', '--quiet', '--hard', 'origin/main'], { cwd: clone });
+            }),
+          ),
+        );
         const head = await git(['rev-parse', 'HEAD'], { cwd: clones.at(-1)! });
         if (head !== heads.at(-1)) throw new Error(`baseline clone is at ${head}, expected ${heads.at(-1)}`);
-        return took;
+        return { ms, detail: { cost, mean_repository_ms: round((ms * workers) / repositoryCount, 1) } };
       },
     });
 
-    const measured = ctx.warmup;
+    const ours = medianOf(samples.oursDetails);
     return benchResult('incremental-100', 1.25, samples, {
       repositories: repositoryCount,
       concurrency: workers,
       checks: [{ metric: 'peak_rss_mb', value: await service.peakRssMb(), max: 200 }],
-      ours_phases_mean_ms: medianPerKey(breakdowns.slice(measured)),
-      ours_run_summary: summaries.slice(measured),
-      db_transactions_per_sync: median(transactions.slice(measured)),
-      git_requests_per_sync: requests,
+      rss_mb: { after_start: round(rssAtStart), peak_after_setup: round(peakAfterSetup) },
+      ours_phases_mean_ms: ours.phases,
+      ours_runs: ours.runs,
+      ours_cost: ours.cost,
+      baseline: medianOf(samples.baselineDetails),
     });
   } finally {
     await service.stop();

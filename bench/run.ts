@@ -14,7 +14,8 @@ import { round } from './timing.js';
  * `npm run bench`: each benchmark against the raw git tool doing the same
  * work, both served by one local smart-HTTP git server in the same run.
  * BENCH_RUNS overrides every benchmark's measured run count, BENCH_WARMUP
- * the unmeasured ones before (default 1), BENCH_ONLY picks benchmarks by name.
+ * its unmeasured ones before, BENCH_ONLY picks benchmarks by name, and
+ * BENCH_SCALE scales every workload (e.g. 0.1 to check the bench itself quickly).
  */
 const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = {
   'initial-sync': initialSync,
@@ -38,6 +39,9 @@ async function main(): Promise<void> {
   if (unknown.length) throw new Error(`unknown benchmark(s) ${unknown.join(', ')}; known: ${Object.keys(benchmarks).join(', ')}`);
   const selected = Object.entries(benchmarks).filter(([name]) => !only?.length || only.includes(name));
   const runs = positiveInt('BENCH_RUNS');
+  const warmup = positiveInt('BENCH_WARMUP');
+  const scale = Number(process.env.BENCH_SCALE || 1);
+  if (!(scale > 0)) throw new Error(`BENCH_SCALE must be a positive number, got "${process.env.BENCH_SCALE}"`);
   const started = performance.now();
   const log = (message: string) => console.log(`${round((performance.now() - started) / 1000, 1)}s ${message}`);
 
@@ -49,7 +53,8 @@ async function main(): Promise<void> {
     git: gitServer,
     workDir,
     runs: (fallback) => (runs && runs > 0 ? runs : fallback),
-    warmup: positiveInt('BENCH_WARMUP') ?? 1,
+    warmup: (fallback) => warmup ?? fallback,
+    scale: (size) => Math.max(1, Math.round(size * scale)),
     log,
   };
 

@@ -1,6 +1,5 @@
-import type { GitServer, RepoStats } from '../test/support/gitServer.js';
 import type { Service } from './service.js';
-import { median, round } from './timing.js';
+import { round } from './timing.js';
 
 /** Where the service's time went, from its own SyncRun rows. */
 export interface RunRow {
@@ -46,34 +45,16 @@ export function phaseBreakdown(runs: readonly RunRow[], marks: { first?: Mark; l
   return Object.fromEntries(Object.entries(totals).map(([key, total]) => [key, round(total / Math.max(1, runs.length), 1)]));
 }
 
-/** Median of each key over several breakdowns (one per measured iteration). */
-export function medianPerKey(records: readonly Record<string, number>[]): Record<string, number> {
-  const keys = [...new Set(records.flatMap((record) => Object.keys(record)))];
-  return Object.fromEntries(keys.map((key) => [key, median(records.map((record) => record[key] ?? 0))]));
-}
-
-/** Mean run time (claimed → finished) and how many runs were in flight on average over `wallMs`. */
-export function runSummary(runs: readonly RunRow[], wallMs: number): { mean_run_ms: number; mean_runs_in_flight: number } {
+/**
+ * Mean run time (claimed → finished), runs in flight on average over the
+ * measurement, and when the last run was queued (how fast triggers arrived).
+ */
+export function runSummary(runs: readonly RunRow[], window: { start: number; wallMs: number }) {
   const busy = runs.reduce((sum, run) => sum + Number(run.runMs ?? 0), 0);
-  return { mean_run_ms: round(busy / Math.max(1, runs.length), 1), mean_runs_in_flight: round(busy / wallMs, 2) };
-}
-
-export type GitTotals = Omit<RepoStats, 'bytesSent'>;
-
-/** Smart-HTTP requests the git server answered so far, over every repository. */
-export function gitTotals(server: GitServer): GitTotals {
-  const totals: GitTotals = { requests: 0, infoRefs: 0, lsRefs: 0, fetches: 0 };
-  for (const stats of server.stats.values()) {
-    totals.requests += stats.requests;
-    totals.infoRefs += stats.infoRefs;
-    totals.lsRefs += stats.lsRefs;
-    totals.fetches += stats.fetches;
-  }
-  return totals;
-}
-
-/** Requests between two snapshots, per synced repository. */
-export function gitRequestsPer(after: GitTotals, before: GitTotals, repositories: number): GitTotals {
-  const per = (key: keyof GitTotals) => round((after[key] - before[key]) / repositories, 2);
-  return { requests: per('requests'), infoRefs: per('infoRefs'), lsRefs: per('lsRefs'), fetches: per('fetches') };
+  const queuedAt = runs.map((run) => Date.parse(run.phaseLog[0]?.at ?? '') - window.start);
+  return {
+    mean_run_ms: round(busy / Math.max(1, runs.length), 1),
+    mean_runs_in_flight: round(busy / window.wallMs, 2),
+    last_queued_after_ms: round(Math.max(...queuedAt)),
+  };
 }

@@ -13,11 +13,20 @@ import { sleep } from './timing.js';
 const projectRoot = fileURLToPath(new URL('..', import.meta.url));
 const cli = path.join(projectRoot, 'bin/repolens.js');
 const running = new Set<ChildProcess>();
+/** USER_HZ, 100 on Linux (x86, arm64). */
+const clockTicksPerSecond = 100;
 
 // A crashed or interrupted bench must not leave servers behind.
-process.once('exit', () => {
+const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
-});
+};
+process.once('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(130);
+  });
+}
 
 /**
  * The service under test as a real child process (`repolens serve`) with its
@@ -81,10 +90,27 @@ export class Service {
   }
 
   /** VmHWM of the server process: its peak resident set so far. */
-  async peakRssMb(): Promise<number> {
+  peakRssMb(): Promise<number> {
+    return this.memoryMb('VmHWM');
+  }
+
+  /** VmRSS of the server process: its resident set now. */
+  rssMb(): Promise<number> {
+    return this.memoryMb('VmRSS');
+  }
+
+  private async memoryMb(field: 'VmHWM' | 'VmRSS'): Promise<number> {
     const status = await readFile(`/proc/${this.pid}/status`, 'utf8');
-    const kb = Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? Number.NaN);
-    return kb / 1024;
+    return Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1] ?? Number.NaN) / 1024;
+  }
+
+  /** CPU the server process has used so far: its own (node) and its reaped children's (git). */
+  async cpuMs(): Promise<{ node: number; git: number }> {
+    const stat = await readFile(`/proc/${this.pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime is field 14 of stat(5).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    const ms = (ticks: number | undefined) => ((ticks ?? 0) * 1000) / clockTicksPerSecond;
+    return { node: ms(fields[11]) + ms(fields[12]), git: ms(fields[13]) + ms(fields[14]) };
   }
 
   async query<Row extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<Row[]> {

@@ -39,6 +39,15 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
+/** Median of numbers, or key by key of (nested) records of numbers, e.g. one breakdown per run. */
+export function medianOf<T>(values: readonly T[]): T {
+  const present = values.filter((value) => value !== undefined && value !== null);
+  if (present.every((value) => typeof value === 'number')) return median(present as number[]) as T;
+  const records = present as readonly Record<string, unknown>[];
+  const keys = [...new Set(records.flatMap((record) => Object.keys(record)))];
+  return Object.fromEntries(keys.map((key) => [key, medianOf(records.map((record) => record[key]))])) as T;
+}
+
 export function round(value: number, digits = 0): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;

@@ -36,11 +36,13 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     graphiql: { title: 'RepoLens Sync', headers: JSON.stringify({ Authorization: 'Bearer <token>' }) },
     maskedErrors: { maskError: createErrorMasker(logger) },
     plugins: [useInputErrorCodes()],
+    // Yoga reports client mistakes (a missing token, a bad query) as errors;
+    // unexpected errors are logged by the masker, so these stay below error.
     logging: {
       debug: (...args) => logger.debug(args.map(String).join(' ')),
-      info: (...args) => logger.info(args.map(String).join(' ')),
+      info: (...args) => logger.debug(args.map(String).join(' ')),
       warn: (...args) => logger.warn(args.map(String).join(' ')),
-      error: (...args) => logger.error(args.map(String).join(' ')),
+      error: (...args) => logger.warn(args.map(String).join(' ')),
     },
     context: async (initial): Promise<GraphQLContext> => {
       const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, type TestContext } from 'vitest';
 import { CreateProjectDocument, ProjectsDocument } from './generated/graphql.js';
 import { TestClient } from './support/client.js';
-import { databaseUrl, dropDatabase, serverUrl } from './support/database.js';
-import { killAllServers, lines, runCli, startServer, type CliResult } from './support/serverProcess.js';
+import { createTestDatabase, databaseUrl, dropDatabase, serverUrl } from './support/database.js';
+import { freePort, killAllServers, lines, runCli, startServer, type CliResult, type ServerOptions, type ServerProcess } from './support/serverProcess.js';
 
 const tokenFormat = /^rls_[A-Za-z0-9_-]{43}$/;
 /** A token anywhere in a line (serve prints it indented inside a sentence block). */
@@ -78,9 +79,15 @@ function expectTokenOutput(result: CliResult): string {
   return token;
 }
 
-afterEach(async () => {
-  await killAllServers();
-});
+/** Starts `repolens serve`; the process (and its group) is killed when the test ends, pass or fail. */
+async function serve(context: TestContext, options: ServerOptions): Promise<ServerProcess> {
+  const server = await startServer(options);
+  context.onTestFinished(async () => {
+    server.killGroup('SIGKILL');
+    await server.waitForExit(10_000).catch(() => undefined);
+  });
+  return server;
+}
 
 afterAll(async () => {
   await killAllServers();
@@ -88,17 +95,19 @@ afterAll(async () => {
   await Promise.all(databases.map((name) => dropDatabase(name).catch(() => undefined)));
 });
 
-// Every step starts a node process (tsx + Prisma + maybe PGlite): slow on a loaded machine.
-describe('repolens CLI', { timeout: 180_000 }, () => {
+// Every step starts a node process (tsx + Prisma + maybe PGlite): slow on a loaded machine. The tests use
+// separate folders, databases and ports, but run one after the other: on two cores, running them
+// concurrently only makes every process slower.
+describe('repolens CLI', { timeout: 240_000 }, () => {
   describe('token create', () => {
-    it('on a fresh PostgreSQL database: migrates it, prints only the token, and the token works against a server started afterwards', async () => {
+    it('on a fresh PostgreSQL database: migrates it, prints only the token, and the token works against a server started afterwards', async (context) => {
       const url = await emptyDatabase();
       const dataDir = await tempDir();
       const result = await runCli(['token', 'create', '--tenant', 'acme'], { DATABASE_URL: url, DATA_DIR: dataDir });
       const token = expectTokenOutput(result);
       expect(await migrationCount(url)).toBeGreaterThan(0);
 
-      const server = await startServer({ databaseUrl: url, dataDir });
+      const server = await serve(context, { databaseUrl: url, dataDir });
       // Not embedded: serve never prints a token of its own.
       expect(server.stdout().join('\n')).not.toMatch(tokenInText);
       const client = new TestClient(server.url, token);
@@ -107,7 +116,7 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       expect(await new TestClient(server.url, `${token}x`).errorCode(ProjectsDocument, {})).toBe('UNAUTHENTICATED');
     });
 
-    it('on a fresh embedded DATA_DIR (no serve ever ran): prints only the token, which works once serve starts', async () => {
+    it('on a fresh embedded DATA_DIR (no serve ever ran): prints only the token, which works once serve starts', async (context) => {
       const dataDir = await tempDir();
       const result = await runCli(['token', 'create', '--tenant', 'acme'], { DATA_DIR: dataDir });
       const token = expectTokenOutput(result);
@@ -115,7 +124,7 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       // The lock is released when the command ends.
       expect(await exists(path.join(dataDir, 'db', 'repolens.lock'))).toBe(false);
 
-      const server = await startServer({ dataDir });
+      const server = await serve(context, { dataDir });
       // A tenant exists already: no "default" tenant token is printed.
       expect(server.stdout().join('\n')).not.toMatch(tokenInText);
       const client = new TestClient(server.url, token);
@@ -123,8 +132,10 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       expect(createProject.project.name).toBe('embedded');
     });
 
-    it('refuses an invalid tenant name with a non-zero exit and one clear line on stderr', async () => {
-      const url = await emptyDatabase();
+    it('refuses an invalid tenant name with a non-zero exit and one clear line on stderr', async (context) => {
+      const database = await createTestDatabase();
+      context.onTestFinished(() => database.drop());
+      const url = database.url;
       const [invalid, missing] = await Promise.all([
         runCli(['token', 'create', '--tenant', 'not a valid/name!'], { DATABASE_URL: url }),
         runCli(['token', 'create'], { DATABASE_URL: url }),
@@ -141,10 +152,17 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
         await client.end();
       }
     });
+    it('checks the tenant name before touching the database: a refused name creates nothing in a fresh DATA_DIR', async () => {
+      const dataDir = await tempDir();
+      const result = await runCli(['token', 'create', '--tenant', '-bad name'], { DATA_DIR: dataDir });
+      expect(expectOneLineFailure(result)).toMatch(/tenant name/i);
+      // "Bad input gets a clear error and changes nothing" (SPEC §6): no embedded database was initialised.
+      expect(await exists(path.join(dataDir, 'db'))).toBe(false);
+    });
   });
 
   describe('migrate', () => {
-    it('applies the migrations to an empty database, and a second run says it is up to date', async () => {
+    it('applies the migrations to an empty database, and a second run says it is up to date', async (context) => {
       const url = await emptyDatabase();
       const first = await runCli(['migrate'], { DATABASE_URL: url });
       expect(first.code, first.stderr).toBe(0);
@@ -177,28 +195,76 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       }
     }
 
-    it('stops serve, migrate and token create with one line per bad variable and no stack trace', async () => {
+    it('stops serve, migrate and token create with one line per bad variable and no stack trace', async (context) => {
       const dataDir = await tempDir();
       const env = { DATA_DIR: dataDir, ...bad };
-      const singles = Object.entries(bad).map(([name, value]) => ({ name, run: runCli(['serve'], { DATA_DIR: dataDir, [name]: value }) }));
-      const [serve, migrate, token, ...single] = await Promise.all([
+      const [serve, migrate, token, portOnly] = await Promise.all([
         runCli(['serve'], env),
         runCli(['migrate'], env),
         runCli(['token', 'create', '--tenant', 'acme'], env),
-        ...singles.map((entry) => entry.run),
+        runCli(['serve'], { DATA_DIR: dataDir, PORT: bad.PORT }),
       ]);
       for (const result of [serve, migrate, token]) expectConfigErrors(result, Object.keys(bad));
-      singles.forEach((entry, index) => expectConfigErrors(single[index]!, [entry.name]));
-      for (const result of [serve, migrate, token, ...single]) expect(result.stdout).toBe('');
+      expectConfigErrors(portOnly!, ['PORT']);
+      for (const result of [serve, migrate, token, portOnly!]) expect(result.stdout).toBe('');
       // Nothing was started or created.
       expect(await exists(path.join(dataDir, 'db'))).toBe(false);
     });
   });
 
+  describe('start-up failures outside the configuration schema', () => {
+    it('an unreachable or missing PostgreSQL database stops every command with one clear line, never a stack trace', async () => {
+      const closedPort = await freePort();
+      const urls = {
+        unreachable: `postgresql://postgres@127.0.0.1:${closedPort}/repolens`,
+        missing: databaseUrl(`repolens_test_${Date.now()}_missing`),
+      };
+      const commands = [['migrate'], ['token', 'create', '--tenant', 'acme'], ['serve']];
+      const dataDir = await tempDir();
+      const cases = [
+        ...commands.map((args) => ({ kind: 'unreachable', args, url: urls.unreachable })),
+        { kind: 'missing', args: ['migrate'], url: urls.missing },
+      ];
+      const results = await Promise.all(cases.map((entry) => runCli(entry.args, { DATABASE_URL: entry.url, DATA_DIR: dataDir, PORT: '0' })));
+      results.forEach((result, index) => {
+        const label = `${cases[index]!.kind} database, repolens ${cases[index]!.args.join(' ')}:\n${result.stderr}`;
+        expect.soft(result.code, label).not.toBe(0);
+        expect.soft(result.code, label).not.toBeNull();
+        expect.soft(lines(result.stderr).some((line) => stackLine.test(line)), label).toBe(false);
+        expect.soft(lines(result.stderr), label).toHaveLength(1);
+        expect.soft(result.stderr, label).toMatch(/database/i);
+      });
+    });
+
+    it('serve that cannot listen (port taken, address not local) says so in one line naming PORT / HOST, never a stack trace', async (context) => {
+      const database = await createTestDatabase();
+      context.onTestFinished(() => database.drop());
+      const blocker: Server = createServer();
+      await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+      context.onTestFinished(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+      const takenPort = String((blocker.address() as { port: number }).port);
+      const dataDir = await tempDir();
+      const [taken, foreign] = await Promise.all([
+        runCli(['serve'], { DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: takenPort }),
+        // TEST-NET-3: never an address of this machine.
+        runCli(['serve'], { DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', HOST: '203.0.113.7' }),
+      ]);
+      for (const [result, variable] of [
+        [taken, /PORT/],
+        [foreign, /HOST/],
+      ] as const) {
+        expect.soft(result.code, result.stderr).toBe(1);
+        expect.soft(lines(result.stderr).some((line) => stackLine.test(line)), result.stderr).toBe(false);
+        expect.soft(lines(result.stderr), result.stderr).toHaveLength(1);
+        expect.soft(result.stderr, result.stderr).toMatch(variable);
+      }
+    });
+  });
+
   describe('zero-configuration first start', () => {
-    it('serve with only PORT and DATA_DIR prints one token for tenant "default", once; the token works', async () => {
+    it('serve with only PORT and DATA_DIR prints one token for tenant "default", once; the token works; SIGTERM when idle exits 0 at once', async (context) => {
       const dataDir = path.join(await tempDir(), 'fresh');
-      const first = await startServer({ dataDir, logLevel: null, allowPrivateHosts: false });
+      const first = await serve(context, { dataDir, logLevel: null, allowPrivateHosts: false });
       const printed = first.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       expect(first.stdout().join('\n')).toMatch(/default/);
@@ -209,19 +275,24 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       expect(await exists(path.join(dataDir, 'db'))).toBe(true);
       expect(await exists(path.join(dataDir, 'secret.key'))).toBe(true);
 
+      // An idle server, with the client's keep-alive connection still open, stops cleanly and at once.
+      const stopping = Date.now();
       first.kill('SIGTERM');
       expect(await first.waitForExit(30_000)).toEqual({ code: 0, signal: null });
+      expect(Date.now() - stopping).toBeLessThan(5_000);
+      expect(first.stderr().some((line) => stackLine.test(line))).toBe(false);
+      expect(await exists(path.join(dataDir, 'db', 'repolens.lock'))).toBe(false);
 
-      const second = await startServer({ dataDir, logLevel: null, allowPrivateHosts: false });
+      const second = await serve(context, { dataDir, logLevel: null, allowPrivateHosts: false });
       expect(second.stdout().join('\n')).not.toMatch(tokenInText);
       // Same database: the first token still works and sees the project.
       const projects = await new TestClient(second.url, token).request(ProjectsDocument, { first: 10 });
       expect(projects.projects.edges.map((edge) => edge.node.name)).toEqual(['laptop']);
     });
 
-    it('without DATA_DIR, the data lands in ./data under the working directory', async () => {
+    it('without DATA_DIR, the data lands in ./data under the working directory', async (context) => {
       const cwd = await tempDir('repolens-cwd-');
-      const server = await startServer({ cwd, logLevel: null, allowPrivateHosts: false });
+      const server = await serve(context, { cwd, logLevel: null, allowPrivateHosts: false });
       const printed = server.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       const { createProject } = await new TestClient(server.url, printed[0]!).request(CreateProjectDocument, { name: 'cwd' });
@@ -235,9 +306,9 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
   });
 
   describe('the embedded database lock', () => {
-    it('while serve holds it, token create and migrate fail in one clear line; after SIGTERM they work; a SIGKILLed serve does not block the next start', async () => {
+    it('while serve holds it, token create and migrate fail in one clear line; after SIGTERM they work; a SIGKILLed serve does not block the next start', async (context) => {
       const dataDir = await tempDir();
-      const server = await startServer({ dataDir });
+      const server = await serve(context, { dataDir });
       const printed = server.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       const lockFile = path.join(dataDir, 'db', 'repolens.lock');
@@ -269,35 +340,16 @@ describe('repolens CLI', { timeout: 180_000 }, () => {
       expect(lines(migrateAfter.stdout)).toEqual(['database is up to date']);
 
       // A crashed serve leaves its lock file behind, naming a dead pid.
-      const crashed = await startServer({ dataDir });
+      const crashed = await serve(context, { dataDir });
       crashed.killGroup('SIGKILL');
       expect((await crashed.waitForExit(10_000)).signal).toBe('SIGKILL');
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(crashed.pid));
 
-      const next = await startServer({ dataDir });
+      const next = await serve(context, { dataDir });
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(next.pid));
       const projects = await new TestClient(next.url, printed[0]!).request(ProjectsDocument, { first: 10 });
       expect(projects.projects.edges.map((edge) => edge.node.name)).toEqual(['still-serving']);
       expect((await new TestClient(next.url, acmeToken).request(ProjectsDocument, { first: 10 })).projects.edges).toEqual([]);
-    });
-  });
-
-  describe('shutdown', () => {
-    it('SIGTERM on an idle server (with a keep-alive connection open) exits 0 within a few seconds', async () => {
-      const url = await emptyDatabase();
-      const dataDir = await tempDir();
-      const token = expectTokenOutput(await runCli(['token', 'create', '--tenant', 'acme'], { DATABASE_URL: url, DATA_DIR: dataDir }));
-      const server = await startServer({ databaseUrl: url, dataDir });
-      // fetch keeps this connection alive in its pool.
-      await new TestClient(server.url, token).request(CreateProjectDocument, { name: 'idle' });
-
-      const started = Date.now();
-      server.kill('SIGTERM');
-      const status = await server.waitForExit(15_000);
-      const elapsed = Date.now() - started;
-      expect(status).toEqual({ code: 0, signal: null });
-      expect(elapsed).toBeLessThan(5_000);
-      expect(server.stderr().some((line) => stackLine.test(line))).toBe(false);
     });
   });
 });

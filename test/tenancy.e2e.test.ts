@@ -38,11 +38,11 @@ const randomId = (typename: string): string => encodeGlobalId(typename, randomUU
 const MALFORMED = ['not-an-id', '', encodeGlobalId('Repository', '42'), Buffer.from('Repository').toString('base64url')];
 
 /** Error codes a subscription received (graphql-ws hands `error` messages over as arrays). */
-function subscriptionErrorCodes(subscription: Subscription<unknown>): (string | undefined)[] {
+function subscriptionErrorCodes<T>(subscription: Subscription<T>): (string | undefined)[] {
   return subscription.errors.flat().map((error) => (error as GraphQLErrorShape).extensions?.code);
 }
 
-async function settled(subscription: Subscription<unknown>): Promise<void> {
+async function settled<T>(subscription: Subscription<T>): Promise<void> {
   await subscription.waitFor(() => subscription.errors.length > 0, 10_000);
 }
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,7 +120,7 @@ export interface ServerProcess {
   waitForExit(timeoutMs?: number): Promise<ExitStatus>;
   /** The exit status, or null while it runs. */
   exitStatus(): ExitStatus | null;
-  /** Whether any process of its group (the server or a git child) is still alive. */
+  /** Whether any process of its group (the server or a git child) is still alive (zombies do not count). */
   groupAlive(): boolean;
   /** Waits until a captured line matches. */
   waitForLine(stream: 'stdout' | 'stderr', predicate: (line: string) => boolean, timeoutMs?: number): Promise<string>;
@@ -142,6 +143,27 @@ export async function killAllServers(): Promise<void> {
 process.once('exit', () => {
   for (const server of live) server.killGroup('SIGKILL');
 });
+
+/**
+ * Live (not zombie) processes of a process group, from /proc: a killed git
+ * child stays a zombie until init reaps it, and kill(-pgid, 0) counts zombies.
+ */
+export function livingGroupMembers(pgid: number): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // "pid (comm) state ppid pgrp …"; comm may contain spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') members.push(Number(entry));
+  }
+  return members;
+}
 
 function signalGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
   try {
@@ -260,7 +282,7 @@ async function startOnce(options: ServerOptions, port: number): Promise<ServerPr
       }
     },
     exitStatus: () => status,
-    groupAlive: () => signalGroup(pid, 0),
+    groupAlive: () => livingGroupMembers(pid).length > 0,
     waitForLine(stream, predicate, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
