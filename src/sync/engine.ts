@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
-import type { SyncRun } from '../generated/prisma/client.js';
+import type { Repository, SyncRun } from '../generated/prisma/client.js';
 import type { Metrics } from '../metrics.js';
 import type { Prisma } from '../storage/database.js';
 import type { SyncEvents } from './events.js';
@@ -16,6 +16,8 @@ export interface EngineOptions {
 
 /** Abort reason of a run stopped because its repository is being removed. */
 class RunCancelled extends Error {}
+
+export type TriggeredRepository = Pick<Repository, 'id' | 'host' | 'status' | 'lastCommitSha'>;
 
 interface ActiveRun {
   runId: string;
@@ -45,12 +47,17 @@ export class SyncEngine {
     this.global = new PQueue({ concurrency: options.concurrency });
   }
 
-  /** Accepts a trigger: queues a run, or merges it into the one already queued. */
-  async trigger(request: TriggerRequest): Promise<EnqueueResult> {
-    const repository = await this.deps.prisma.repository.findUniqueOrThrow({ where: { id: request.repositoryId } });
-    const result = await this.runQueue.enqueue(request);
+  /**
+   * Accepts a trigger: queues a run, or merges it into the one already
+   * queued. A caller that has just read the repository passes it along.
+   */
+  async trigger(request: TriggerRequest, known?: TriggeredRepository): Promise<EnqueueResult> {
+    const repository = known ?? (await this.deps.prisma.repository.findUniqueOrThrow({ where: { id: request.repositoryId } }));
+    const outdated = Boolean(request.targetSha && request.targetSha !== repository.lastCommitSha);
+    const queuedStatus = repository.status === 'PENDING' || repository.status === 'SYNCING' ? repository.status : outdated ? 'OUTDATED' : repository.status;
+    const result = await this.runQueue.enqueue(request, queuedStatus);
     this.metrics.triggers.inc({ trigger: request.trigger, coalesced: String(result.coalesced) });
-    if (request.targetSha && request.targetSha !== repository.lastCommitSha && repository.status !== 'PENDING' && repository.status !== 'SYNCING') {
+    if (queuedStatus === 'OUTDATED' && repository.status !== 'OUTDATED') {
       await this.deps.prisma.repository.update({ where: { id: repository.id }, data: { status: 'OUTDATED' } });
     }
     if (result.coalesced) {
@@ -59,7 +66,7 @@ export class SyncEngine {
       this.deps.events.publish({
         repositoryId: repository.id,
         runId: result.run.id,
-        status: repository.status === 'PENDING' ? 'PENDING' : request.targetSha ? 'OUTDATED' : repository.status,
+        status: queuedStatus,
         phase: 'QUEUED',
         message: `queued by ${request.trigger.toLowerCase()} trigger`,
       });

@@ -1,5 +1,5 @@
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
-import type { SyncRun, SyncTrigger } from '../generated/prisma/client.js';
+import type { RepositoryStatus, SyncRun, SyncTrigger } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { PhaseLogEntry } from './runRecorder.js';
 
@@ -37,42 +37,39 @@ function isUniqueViolation(error: unknown): boolean {
 export class RunQueue {
   constructor(private readonly prisma: Prisma) {}
 
-  async enqueue(request: TriggerRequest): Promise<EnqueueResult> {
+  /** `queuedStatus`: the repository status the run's QUEUED phase records. */
+  async enqueue(request: TriggerRequest, queuedStatus: RepositoryStatus = 'PENDING'): Promise<EnqueueResult> {
     const priority = triggerPriority[request.trigger];
+    const log: PhaseLogEntry[] = [{ phase: 'QUEUED', status: queuedStatus, at: new Date().toISOString() }];
     for (let attempt = 0; attempt < 5; attempt++) {
+      // Most triggers find no queued run: insert first, and merge only when the unique slot is taken.
+      const [created] = await this.prisma.syncRun.createManyAndReturn({
+        data: {
+          repositoryId: request.repositoryId,
+          tenantId: request.tenantId,
+          trigger: request.trigger,
+          priority,
+          force: Boolean(request.force),
+          targetSha: request.targetSha ?? null,
+          phaseLog: log as object[],
+        },
+        skipDuplicates: true,
+      });
+      if (created) return { run: created, coalesced: false };
       const queued = await this.prisma.syncRun.findFirst({
         where: { repositoryId: request.repositoryId, activeSlot: 'QUEUED' },
       });
-      if (queued) {
-        const merged = await this.prisma.syncRun.updateManyAndReturn({
-          where: { id: queued.id, status: 'QUEUED' },
-          data: {
-            triggerCount: { increment: 1 },
-            force: queued.force || Boolean(request.force),
-            ...(priority > queued.priority ? { priority, trigger: request.trigger } : {}),
-            ...(request.targetSha ? { targetSha: request.targetSha } : {}),
-          },
-        });
-        if (merged[0]) return { run: merged[0], coalesced: true };
-        continue;
-      }
-      try {
-        const log: PhaseLogEntry[] = [{ phase: 'QUEUED', status: 'PENDING', at: new Date().toISOString() }];
-        const run = await this.prisma.syncRun.create({
-          data: {
-            repositoryId: request.repositoryId,
-            tenantId: request.tenantId,
-            trigger: request.trigger,
-            priority,
-            force: Boolean(request.force),
-            targetSha: request.targetSha ?? null,
-            phaseLog: log as object[],
-          },
-        });
-        return { run, coalesced: false };
-      } catch (error) {
-        if (!isUniqueViolation(error)) throw error;
-      }
+      if (!queued) continue;
+      const [merged] = await this.prisma.syncRun.updateManyAndReturn({
+        where: { id: queued.id, status: 'QUEUED' },
+        data: {
+          triggerCount: { increment: 1 },
+          force: queued.force || Boolean(request.force),
+          ...(priority > queued.priority ? { priority, trigger: request.trigger } : {}),
+          ...(request.targetSha ? { targetSha: request.targetSha } : {}),
+        },
+      });
+      if (merged) return { run: merged, coalesced: true };
     }
     throw new Error(`could not queue a run for repository ${request.repositoryId}: too much contention`);
   }

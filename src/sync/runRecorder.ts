@@ -13,6 +13,14 @@ export interface PhaseLogEntry {
 
 const progressIntervalMs = 250;
 
+interface PhaseOptions {
+  status?: RepositoryStatus;
+  message?: string;
+  commitSha?: string;
+  /** Other SyncRun fields written with the phase. */
+  run?: Record<string, unknown>;
+}
+
 /**
  * Writes a run's phase changes to its SyncRun row (phase + phaseLog) and
  * publishes them; transfer progress is published only, and throttled.
@@ -34,29 +42,38 @@ export class RunRecorder {
     this.log = [...initialLog];
   }
 
-  async phase(
-    phase: SyncPhase,
-    options: { status?: RepositoryStatus; message?: string; commitSha?: string; run?: Record<string, unknown> } = {},
-  ): Promise<void> {
+  async phase(phase: SyncPhase, options: PhaseOptions = {}): Promise<void> {
+    const step = this.prepare(phase, options);
+    await this.prisma.syncRun.update({ where: { id: this.runId }, data: { ...step.data, ...options.run } });
+    step.publish();
+  }
+
+  /**
+   * The run-row fields of a phase change and its event, for a caller that
+   * writes them together with other rows (a run's final transaction) and
+   * publishes once they are committed.
+   */
+  prepare(phase: SyncPhase, options: Omit<PhaseOptions, 'run'> = {}): { data: { phase: SyncPhase; phaseLog: object[] }; publish(): void } {
     if (options.status) this.status = options.status;
     const message = options.message ? redactSecrets(options.message) : undefined;
     const entry: PhaseLogEntry = { phase, status: this.status, at: new Date().toISOString() };
     if (message) entry.message = message;
     if (options.commitSha) entry.commitSha = options.commitSha;
     this.log.push(entry);
-    await this.prisma.syncRun.update({
-      where: { id: this.runId },
-      data: { phase, phaseLog: this.log as object[], ...options.run },
-    });
-    this.events.publish({
-      repositoryId: this.repositoryId,
-      runId: this.runId,
-      status: this.status,
-      phase,
-      message: message ?? null,
-      commitSha: options.commitSha ?? null,
-      progress: phase === 'DONE' ? 1 : null,
-    });
+    const status = this.status;
+    return {
+      data: { phase, phaseLog: [...this.log] as object[] },
+      publish: () =>
+        this.events.publish({
+          repositoryId: this.repositoryId,
+          runId: this.runId,
+          status,
+          phase,
+          message: message ?? null,
+          commitSha: options.commitSha ?? null,
+          progress: phase === 'DONE' ? 1 : null,
+        }),
+    };
   }
 
   progress(phase: SyncPhase, fraction: number, message: string): void {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Prisma } from '../storage/database.js';
-import type { SyncEngine } from './engine.js';
+import type { SyncEngine, TriggeredRepository } from './engine.js';
 
 /** A claimed repository is not claimed again for this long, even if its run never reports back. */
 const claimLeaseMs = 10 * 60_000;
@@ -48,7 +48,7 @@ export class Scheduler {
   private async claimAndTrigger(): Promise<number> {
     let total = 0;
     for (;;) {
-      const due = await this.prisma.$queryRaw<{ id: string; tenantId: string }[]>`
+      const due = await this.prisma.$queryRaw<(TriggeredRepository & { tenantId: string })[]>`
         UPDATE "Repository" SET "nextCheckAt" = now() + make_interval(secs => ${claimLeaseMs / 1000})
         WHERE id IN (
           SELECT id FROM "Repository"
@@ -56,10 +56,10 @@ export class Scheduler {
           ORDER BY "nextCheckAt"
           LIMIT ${batchSize}
           FOR UPDATE SKIP LOCKED)
-        RETURNING id, "tenantId"`;
+        RETURNING id, "tenantId", host, status, "lastCommitSha"`;
       for (const repository of due) {
         await this.engine
-          .trigger({ repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'SCHEDULED' })
+          .trigger({ repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'SCHEDULED' }, repository)
           .catch((error: unknown) => this.logger.warn({ err: error, repositoryId: repository.id }, 'scheduled trigger failed'));
       }
       total += due.length;

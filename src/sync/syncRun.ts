@@ -126,6 +126,7 @@ async function sync(
   }
 
   const finishedAt = new Date();
+  const done = recorder.prepare('DONE', { status: 'SYNCED', commitSha: result.head });
   await prisma.$transaction([
     prisma.repository.update({
       where: { id: repository.id },
@@ -153,10 +154,11 @@ async function sync(
         filesChanged: result.filesChanged,
         bytesReceived: result.bytesReceived,
         finishedAt,
+        ...done.data,
       },
     }),
   ]);
-  await recorder.phase('DONE', { status: 'SYNCED', commitSha: result.head });
+  done.publish();
   return 'SUCCEEDED';
 }
 
@@ -175,6 +177,7 @@ function isLocalCopyProblem(error: unknown): boolean {
 async function finishSkipped(prisma: Prisma, recorder: RunRecorder, repository: Repository, sha: string): Promise<void> {
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
+  const skipped = recorder.prepare('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
   await prisma.$transaction([
     prisma.repository.update({
       where: { id: repository.id },
@@ -187,10 +190,10 @@ async function finishSkipped(prisma: Prisma, recorder: RunRecorder, repository: 
     }),
     prisma.syncRun.update({
       where: { id: recorder.runId },
-      data: { status: 'SKIPPED', activeSlot: null, toSha: sha, filesChanged: 0, bytesReceived: 0, finishedAt: now },
+      data: { status: 'SKIPPED', activeSlot: null, toSha: sha, filesChanged: 0, bytesReceived: 0, finishedAt: now, ...skipped.data },
     }),
   ]);
-  await recorder.phase('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
+  skipped.publish();
 }
 
 async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: Repository, message: string): Promise<void> {
@@ -200,6 +203,7 @@ async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: 
   const lastError = next
     ? message
     : `${message} (scheduled checks stopped after ${maxConsecutiveFailures} consecutive failures; a manual sync or a webhook resumes them)`;
+  const failed = recorder.prepare('FAILED', { status: 'FAILED', message });
   await prisma.$transaction([
     prisma.repository.update({
       where: { id: repository.id },
@@ -207,10 +211,10 @@ async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: 
     }),
     prisma.syncRun.update({
       where: { id: recorder.runId },
-      data: { status: 'FAILED', activeSlot: null, error: message, finishedAt: now },
+      data: { status: 'FAILED', activeSlot: null, error: message, finishedAt: now, ...failed.data },
     }),
   ]);
-  await recorder.phase('FAILED', { status: 'FAILED', message });
+  failed.publish();
 }
 
 function changedAt(repository: Repository): Date {
