@@ -8,6 +8,7 @@ import type { SecretBox } from '../storage/secrets.js';
 import type { WorkingCopies } from '../storage/workingCopies.js';
 import type { SyncEngine } from './engine.js';
 import { GitError, type Git, type GitAuth } from './git.js';
+import { recordRefs } from './refs.js';
 import { readRemote } from './remote.js';
 import { parseRepositoryUrl } from './repositoryUrl.js';
 
@@ -93,7 +94,8 @@ export class RepositoryService {
       }
       throw error;
     }
-    await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' });
+    await recordRefs(this.prisma, repository, remote);
+    await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' }, repository);
     this.logger.info({ repositoryId: repository.id, url: parsed.url, branch }, 'repository added');
     return { repository, webhook: this.webhookSetup(provider) };
   }

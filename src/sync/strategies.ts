@@ -4,9 +4,10 @@ import { GitError, parseReceivedBytes, type Git, type GitAuth, type GitProgress 
 export interface StrategyInput {
   repositoryId: string;
   url: string;
-  branch: string;
-  /** Head the CHECK saw; the strategy may end at a newer one. */
-  remoteSha: string;
+  /** Branch to sync; null: the remote default branch (a clone without a CHECK). */
+  branch: string | null;
+  /** Head the CHECK saw (null when it did not list the remote); a strategy may end at a newer one. */
+  remoteSha: string | null;
   /** Head of the copy before this run, when known. */
   fromSha: string | null;
   /** The copy was left mid-update: untracked leftovers are removed too. */
@@ -20,6 +21,7 @@ export interface StrategyInput {
 
 export interface StrategyResult {
   head: string;
+  branch: string;
   filesChanged: number;
   bytesReceived: number;
 }
@@ -54,15 +56,18 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
     async full(input) {
       const temporary = copies.newTemporaryPath(input.repositoryId);
       try {
+        const branchArgs = input.branch ? ['--branch', input.branch] : [];
         const { stderr } = await git.run(
-          ['clone', '--progress', '--no-tags', '--single-branch', '--branch', input.branch, '--', input.url, temporary],
+          ['clone', '--progress', '--no-tags', '--single-branch', ...branchArgs, '--', input.url, temporary],
           remoteOptions(input),
         );
         const head = (await git.run(['rev-parse', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
+        const branch =
+          input.branch ?? (await git.run(['symbolic-ref', '--short', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
         const filesChanged = await countChanges(temporary, input.fromSha, head, input.signal);
         await input.onApply();
         await copies.swapIn(input.repositoryId, temporary);
-        return { head, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
+        return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
       } catch (error) {
         await copies.discard(temporary);
         throw error;
@@ -75,32 +80,34 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
      * kill in between leaves a copy that the next run repairs.
      */
     async incremental(input) {
+      const { branch, remoteSha } = input;
+      if (!branch || !remoteSha) throw new Error('an incremental sync needs the head the CHECK saw');
       const cwd = copies.pathOf(input.repositoryId);
       await copies.removeStaleLocks(input.repositoryId);
-      const tracking = `refs/remotes/origin/${input.branch}`;
+      const tracking = `refs/remotes/origin/${branch}`;
       const fetch = (source: string) =>
         git.run(['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+${source}:${tracking}`], {
           ...remoteOptions(input),
           cwd,
         });
-      let head = input.remoteSha;
+      let head = remoteSha;
       let stderr: string;
       try {
         // The CHECK named the head: asking for it by id spares the second ref listing.
-        ({ stderr } = await fetch(input.remoteSha));
+        ({ stderr } = await fetch(remoteSha));
       } catch (error) {
         // Servers speaking only protocol v0 may refuse an unadvertised object id.
         if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
-        ({ stderr } = await fetch(`refs/heads/${input.branch}`));
+        ({ stderr } = await fetch(`refs/heads/${branch}`));
         head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
       }
       await input.onApply();
       await copies.markSyncing(input.repositoryId);
-      await git.run(['checkout', '--force', '--no-progress', '-B', input.branch, head], { cwd, signal: input.signal });
+      await git.run(['checkout', '--force', '--no-progress', '-B', branch, head], { cwd, signal: input.signal });
       if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
       const filesChanged = await countChanges(cwd, input.fromSha, head, input.signal);
       await copies.clearSyncing(input.repositoryId);
-      return { head, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
+      return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
     },
   };
 }

@@ -66,32 +66,27 @@ async function sync(
   await recorder.phase('CHECKING', { run: { fromSha: repository.lastCommitSha } });
   await deps.assertHostAllowed(repository.url);
   const auth = await deps.resolveAuth(repository);
-  const remote = await readRemote(deps.git, repository.url, { signal, ...(auth ? { auth } : {}) });
-  await recordRefs(prisma, repository, remote);
-
-  let branch = repository.branch;
-  if (repository.followsDefaultBranch && remote.defaultBranch && remote.defaultBranch !== branch) {
-    branch = remote.defaultBranch;
-  }
-  const remoteSha = remote.branches.get(branch);
-  if (!remoteSha) {
-    throw new RunFailure(`branch "${branch}" does not exist upstream; the last synced copy is kept`);
-  }
-  if (branch !== repository.branch || remote.defaultBranch !== repository.defaultBranch) {
-    await prisma.repository.update({
-      where: { id: repository.id },
-      data: { branch, defaultBranch: remote.defaultBranch },
-    });
-  }
-
   const health = await copies.health(repository.id);
-  const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
-  if (upToDate && !run.force) {
-    await finishSkipped(prisma, recorder, repository, remoteSha);
-    return 'SKIPPED';
+  const strategy = chooseStrategy(repository.syncStrategy, health);
+
+  // Without a usable copy there is nothing to compare: the clone reads the
+  // remote itself, and a separate ref listing would only cost a round trip.
+  let branch: string | null = repository.followsDefaultBranch ? null : repository.branch;
+  let remoteSha: string | null = null;
+  if (health.healthy || strategy !== 'FULL') {
+    const remote = await readRemote(deps.git, repository.url, { signal, ...(auth ? { auth } : {}) });
+    await recordRefs(prisma, repository, remote);
+    branch = repository.followsDefaultBranch && remote.defaultBranch ? remote.defaultBranch : repository.branch;
+    remoteSha = remote.branches.get(branch) ?? null;
+    if (!remoteSha) throw new RunFailure(`branch "${branch}" does not exist upstream; the last synced copy is kept`);
+    const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
+    if (upToDate && !run.force) {
+      await followBranch(prisma, repository, branch);
+      await finishSkipped(prisma, recorder, repository, remoteSha);
+      return 'SKIPPED';
+    }
   }
 
-  const strategy = chooseStrategy(repository.syncStrategy, health);
   const input: StrategyInput = {
     repositoryId: repository.id,
     url: repository.url,
@@ -125,6 +120,7 @@ async function sync(
     }
   }
 
+  await followBranch(prisma, repository, result.branch);
   const finishedAt = new Date();
   const done = recorder.prepare('DONE', { status: 'SYNCED', commitSha: result.head });
   await prisma.$transaction([
@@ -160,6 +156,13 @@ async function sync(
   ]);
   done.publish();
   return 'SUCCEEDED';
+}
+
+/** Records the branch actually synced when it follows a renamed remote default branch. */
+async function followBranch(prisma: Prisma, repository: Repository, branch: string): Promise<void> {
+  const defaultBranch = repository.followsDefaultBranch ? branch : repository.defaultBranch;
+  if (branch === repository.branch && defaultBranch === repository.defaultBranch) return;
+  await prisma.repository.update({ where: { id: repository.id }, data: { branch, defaultBranch } });
 }
 
 function chooseStrategy(configured: SyncStrategy, health: CopyHealth): 'FULL' | 'INCREMENTAL' {
