@@ -84,6 +84,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   const address = http.server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  // PORT=0 binds a free port; the webhook URL handed to hosts must name it.
+  if (!config.publicUrlConfigured) config.publicUrl = url;
   logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir }, 'RepoLens Sync is serving');
 
   const resumed = await engine.resumeQueued();

@@ -43,6 +43,8 @@ const schema = z
       dataDir,
       databaseUrl: env.DATABASE_URL,
       publicUrl: (env.PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`).replace(/\/+$/, ''),
+      /** false: publicUrl is derived from the listen address (and follows the bound port). */
+      publicUrlConfigured: env.PUBLIC_URL !== undefined,
       encryptionKey: env.ENCRYPTION_KEY ? Buffer.from(env.ENCRYPTION_KEY, 'base64') : undefined,
       syncConcurrency: env.SYNC_CONCURRENCY,
       hostConcurrency: env.SYNC_HOST_CONCURRENCY,

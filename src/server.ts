@@ -8,7 +8,7 @@ import type { Database } from './storage/database.js';
 import type { Metrics } from './metrics.js';
 import { schema } from './schema/index.js';
 import type { GraphQLContext, Services } from './schema/context.js';
-import { createErrorMasker, useInputErrorCodes } from './schema/errors.js';
+import { createErrorMasker, useInputErrorCodes, withoutInputValues } from './schema/errors.js';
 import { authenticateToken, bearerToken } from './storage/tenants.js';
 
 export interface HttpServer {
@@ -39,10 +39,10 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     // Yoga reports client mistakes (a missing token, a bad query) as errors;
     // unexpected errors are logged by the masker, so these stay below error.
     logging: {
-      debug: (...args) => logger.debug(args.map(String).join(' ')),
-      info: (...args) => logger.debug(args.map(String).join(' ')),
-      warn: (...args) => logger.warn(args.map(String).join(' ')),
-      error: (...args) => logger.warn(args.map(String).join(' ')),
+      debug: (...args) => logger.debug(logLine(args)),
+      info: (...args) => logger.debug(logLine(args)),
+      warn: (...args) => logger.warn(logLine(args)),
+      error: (...args) => logger.warn(logLine(args)),
     },
     context: async (initial): Promise<GraphQLContext> => {
       const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;
@@ -143,6 +143,10 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       clearTimeout(force);
     },
   };
+}
+
+function logLine(args: unknown[]): string {
+  return withoutInputValues(args.map(String).join(' '));
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

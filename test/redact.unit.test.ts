@@ -34,3 +34,18 @@ describe('redactSecrets', () => {
     expect(redactSecrets(secret)).toBe(secret);
   });
 });
+
+describe('withoutInputValues', () => {
+  it('drops the variable value graphql-js quotes in a coercion error, keeping the reason', async () => {
+    const { withoutInputValues } = await import('../src/schema/errors.js');
+    const message =
+      'Variable "$input" got invalid value { provider: "GIT", token: "tok; en-123", hots: "x" }; Field "hots" is not defined by type "AddCredentialInput". Did you mean "host"?';
+    expect(withoutInputValues(message)).toBe(
+      'Variable "$input" got invalid value (value omitted); Field "hots" is not defined by type "AddCredentialInput". Did you mean "host"?',
+    );
+    expect(withoutInputValues('Variable "$f" got invalid value "x" at "input.first"; Int cannot represent non-integer value: "x"')).toBe(
+      'Variable "$f" got invalid value (value omitted) at "input.first"; Int cannot represent non-integer value: "x"',
+    );
+    expect(withoutInputValues('Cannot query field "nope" on type "Query".')).toBe('Cannot query field "nope" on type "Query".');
+  });
+});

@@ -59,7 +59,7 @@ beforeAll(async () => {
   [a, b] = await Promise.all([testApp.client('tenant-a'), testApp.client('tenant-b')]);
 
   upstream = await createUpstream(server, 'tenant-a/app', { files: { 'README.md': '# A\n', 'src/secret.ts': 'export const a = 1;\n' } });
-  ids.project = (await a.request(CreateProjectDocument, { name: 'a-project' })).createProject.project.id;
+  ids.project = (await a.request(CreateProjectDocument, { name: 'shared name' })).createProject.project.id;
   const added = await a.request(AddRepositoryDocument, { input: { projectId: ids.project, url: upstream.url } });
   ids.repository = added.addRepository.repository.id;
   await waitForRepository(a, ids.repository, (state) => state.status === 'SYNCED');
@@ -68,8 +68,9 @@ beforeAll(async () => {
   ids.run = sync.syncRepository.run.id;
   await waitForIdle(testApp.app, dbId(ids.repository));
 
-  // B has data of its own, so that its lists are not trivially empty.
-  ids.ownProject = (await b.request(CreateProjectDocument, { name: 'b-project' })).createProject.project.id;
+  // B has data of its own, so that its lists are not trivially empty. Its project has the
+  // same name as A's: a CONFLICT here would tell B that A's project exists.
+  ids.ownProject = (await b.request(CreateProjectDocument, { name: 'shared name' })).createProject.project.id;
   const own = await createUpstream(server, 'tenant-b/app');
   ids.ownRepository = (await b.request(AddRepositoryDocument, { input: { projectId: ids.ownProject, url: own.url } })).addRepository.repository.id;
   await waitForRepository(b, ids.ownRepository, (state) => state.status === 'SYNCED');

@@ -5,6 +5,8 @@ import { parseGlobalId } from './globalId.js';
 
 export const Credential = builder.prismaNode('Credential', {
   id: { field: 'id' },
+  // An absent or foreign object resolves to null (Relay), not an error.
+  nullable: true,
   findUnique: (id, ctx) => ({ id, tenantId: ctx.tenantId }),
   fields: (t) => ({
     provider: t.expose('provider', { type: ProviderEnum }),

@@ -4,6 +4,22 @@ import type { Logger } from 'pino';
 import { DomainError, type ErrorCode } from '../errors.js';
 import { redactSecrets } from '../sync/redact.js';
 
+/**
+ * graphql-js quotes the whole offending variable value in coercion errors
+ * ("Variable "$input" got invalid value { token: "…" }"): a token or password
+ * in the input must not come back in the answer or reach a log.
+ */
+export function withoutInputValues(message: string): string {
+  const prefix = /Variable "\$[^"]+" got invalid value /.exec(message);
+  if (!prefix) return redactSecrets(message);
+  const start = prefix.index + prefix[0].length;
+  // The value may itself contain "; ": everything up to the last one goes.
+  const end = message.lastIndexOf('; ');
+  if (end < start) return redactSecrets(message.slice(0, start) + '(value omitted)');
+  const where = / at "[^"]*"$/.exec(message.slice(start, end))?.[0] ?? '';
+  return redactSecrets(`${message.slice(0, start)}(value omitted)${where}${message.slice(end)}`);
+}
+
 const domainCodes: readonly ErrorCode[] = ['BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'PROVIDER_ERROR', 'INTERNAL'];
 
 /**
@@ -27,7 +43,7 @@ export function createErrorMasker(logger: Logger) {
       // errors already shaped by a plugin: the client's input was at fault.
       const given = error.extensions.code as string | undefined;
       const code = given && (domainCodes as readonly string[]).includes(given) ? given : 'BAD_USER_INPUT';
-      return new GraphQLError(error.message, { nodes: error.nodes, path, extensions: { ...error.extensions, code } });
+      return new GraphQLError(withoutInputValues(error.message), { nodes: error.nodes, path, extensions: { ...error.extensions, code } });
     }
     logger.error({ err: original }, 'unexpected error in a GraphQL operation');
     return new GraphQLError('internal error', { path, extensions: { code: 'INTERNAL' } });

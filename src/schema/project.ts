@@ -7,6 +7,8 @@ import { RepositoryConnection } from './repository.js';
 
 export const Project = builder.prismaNode('Project', {
   id: { field: 'id' },
+  // An absent or foreign object resolves to null (Relay), not an error.
+  nullable: true,
   findUnique: (id, ctx) => ({ id, tenantId: ctx.tenantId }),
   fields: (t) => ({
     name: t.exposeString('name'),

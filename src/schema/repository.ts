@@ -7,6 +7,8 @@ import { SyncRun } from './syncRun.js';
 
 export const Repository = builder.prismaNode('Repository', {
   id: { field: 'id' },
+  // An absent or foreign object resolves to null (Relay), not an error.
+  nullable: true,
   findUnique: (id, ctx) => ({ id, tenantId: ctx.tenantId }),
   fields: (t) => ({
     project: t.relation('project'),

@@ -3,6 +3,8 @@ import { SyncPhaseEnum, SyncRunStatusEnum, SyncStrategyEnum, SyncTriggerEnum } f
 
 export const SyncRun = builder.prismaNode('SyncRun', {
   id: { field: 'id' },
+  // An absent or foreign object resolves to null (Relay), not an error.
+  nullable: true,
   findUnique: (id, ctx) => ({ id, tenantId: ctx.tenantId }),
   fields: (t) => ({
     repository: t.relation('repository'),

@@ -70,6 +70,8 @@ function buildEnvironment(options: GitCallOptions): Record<string, string> {
     ['protocol.https.allow', 'always'],
     ['protocol.http.allow', 'always'],
     ['credential.helper', ''],
+    // A redirect would reach a host the URL check never saw (SSRF): refused.
+    ['http.followRedirects', 'false'],
     ['core.hooksPath', '/dev/null'],
     ['gc.auto', '0'],
   ];

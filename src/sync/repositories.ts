@@ -55,6 +55,9 @@ export class RepositoryService {
       ? await this.prisma.credential.findFirst({ where: { id: request.credentialId, tenantId: request.tenantId } })
       : null;
     if (request.credentialId && !credential) throw new NotFoundError('credential');
+    if (credential && credential.host !== parsed.host) {
+      throw new BadUserInputError(`the credential is for ${credential.host}, not for ${parsed.host}`);
+    }
     const provider = request.provider ?? parsed.provider;
     const auth = credential ? credentialAuth(provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret)) : undefined;
 
@@ -117,10 +120,11 @@ export class RepositoryService {
   }
 
   /** Credentials for a git call on this repository, decrypted only for that call. */
-  async authFor(repository: Pick<Repository, 'provider' | 'credentialId'>): Promise<GitAuth | undefined> {
+  async authFor(repository: Pick<Repository, 'provider' | 'credentialId' | 'host'>): Promise<GitAuth | undefined> {
     if (!repository.credentialId) return undefined;
     const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
-    if (!credential) return undefined;
+    // A credential only ever goes to the host it was made for.
+    if (!credential || credential.host !== repository.host) return undefined;
     return credentialAuth(repository.provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret));
   }
 
