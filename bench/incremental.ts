@@ -54,9 +54,10 @@ export async function incremental(ctx: BenchContext): Promise<BenchResult> {
       },
       ours: async () => {
         const marker = await runMarker(service);
-        const start = Date.now();
+        let start = 0;
         const { result: ms, cost } = await serviceCost(service, ctx.git, repositoryCount, () =>
           timed(async () => {
+            start = Date.now();
             await syncRepositories(client, ids);
             await waitForHeads(service, ids.map(dbId), heads);
           }),
@@ -89,6 +90,7 @@ export async function incremental(ctx: BenchContext): Promise<BenchResult> {
       ours_runs: ours.runs,
       ours_cost: ours.cost,
       baseline: medianOf(samples.baselineDetails),
+      server_warnings: service.warnings,
     });
   } finally {
     await service.stop();

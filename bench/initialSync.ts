@@ -29,17 +29,17 @@ export async function initialSync(ctx: BenchContext): Promise<BenchResult> {
       warmup: ctx.warmup(1),
       ours: async () => {
         const marker = await runMarker(service);
-        const sentAt = Date.now();
         const { result, cost } = await serviceCost(service, ctx.git, 1, async () => {
+          const sentAt = Date.now();
           const start = performance.now();
           const repositoryId = await addRepository(client, projectId, upstream.url);
           const watch = watchSync(client, repositoryId);
           const end = await watch.done.finally(() => watch.close());
-          return { repositoryId, ...end, ms: performance.now() - start };
+          return { repositoryId, sentAt, ...end, ms: performance.now() - start };
         });
         if (result.event.phase !== 'DONE') throw new Error(`initial sync ended ${result.event.phase}: ${result.event.message}`);
         const runs = (await runsAfter(service, marker)).filter((run) => run.repositoryId === dbId(result.repositoryId));
-        const phases = phaseBreakdown(runs, { first: { phase: 'request', at: sentAt }, last: { phase: 'observed', at: result.at } });
+        const phases = phaseBreakdown(runs, { first: { phase: 'request', at: result.sentAt }, last: { phase: 'observed', at: result.at } });
         await removeRepository(client, result.repositoryId);
         return { ms: result.ms, detail: { phases, cost } };
       },
@@ -57,6 +57,7 @@ export async function initialSync(ctx: BenchContext): Promise<BenchResult> {
       ours_phases_ms: ours.phases,
       ours_cost: ours.cost,
       baseline_cost: medianOf(samples.baselineDetails),
+      server_warnings: service.warnings,
     });
   } finally {
     await service.stop();

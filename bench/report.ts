@@ -44,6 +44,8 @@ export function benchResult(
     ours_runs_ms: samples.ours.map((value) => round(value)),
     baseline_runs_ms: samples.baseline.map((value) => round(value)),
     ...extra,
+    // Each bar's value also at the top level (peak_rss_mb, fetches), for readers of results.json.
+    ...Object.fromEntries(checks.map((check) => [check.metric, check.value])),
     checks,
   };
 }
@@ -67,7 +69,8 @@ export function formatTable(results: readonly BenchResult[]): string {
 
 /** The per-benchmark details worth reading under the table (phase breakdowns, request counts). */
 export function formatDetails(result: BenchResult): string {
-  const skip = new Set(['name', 'ours_ms', 'baseline_ms', 'ratio', 'target', 'pass', 'runs', 'checks']);
+  const inTable = ['name', 'ours_ms', 'baseline_ms', 'ratio', 'target', 'pass', 'runs', 'checks', ...result.checks.map((check) => check.metric)];
+  const skip = new Set(inTable);
   const lines = Object.entries(result)
     .filter(([key]) => !skip.has(key))
     .map(([key, value]) => `  ${key}: ${typeof value === 'object' ? JSON.stringify(value) : String(value)}`);

@@ -16,6 +16,8 @@ import { round } from './timing.js';
  * BENCH_RUNS overrides every benchmark's measured run count, BENCH_WARMUP
  * its unmeasured ones before, BENCH_ONLY picks benchmarks by name, and
  * BENCH_SCALE scales every workload (e.g. 0.1 to check the bench itself quickly).
+ * BENCH_CPU_PROFILE_DIR makes every server write a V8 CPU profile there
+ * (summarise one with `tsx bench/profile.ts <file>`).
  */
 const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = {
   'initial-sync': initialSync,
@@ -23,9 +25,12 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'no-change-1000': noChange,
 };
 
-const resultsPath = fileURLToPath(new URL('results.json', import.meta.url));
+// Profiled servers run slower: their results go beside the profiles, not over bench/results.json.
+const resultsPath = process.env.BENCH_CPU_PROFILE_DIR
+  ? path.resolve(process.env.BENCH_CPU_PROFILE_DIR, 'results.json')
+  : fileURLToPath(new URL('results.json', import.meta.url));
 
-function positiveInt(name: string): number | undefined {
+function nonNegativeInt(name: string): number | undefined {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return undefined;
   const value = Number(raw);
@@ -38,8 +43,8 @@ async function main(): Promise<void> {
   const unknown = only?.filter((name) => !(name in benchmarks)) ?? [];
   if (unknown.length) throw new Error(`unknown benchmark(s) ${unknown.join(', ')}; known: ${Object.keys(benchmarks).join(', ')}`);
   const selected = Object.entries(benchmarks).filter(([name]) => !only?.length || only.includes(name));
-  const runs = positiveInt('BENCH_RUNS');
-  const warmup = positiveInt('BENCH_WARMUP');
+  const runs = nonNegativeInt('BENCH_RUNS');
+  const warmup = nonNegativeInt('BENCH_WARMUP');
   const scale = Number(process.env.BENCH_SCALE || 1);
   if (!(scale > 0)) throw new Error(`BENCH_SCALE must be a positive number, got "${process.env.BENCH_SCALE}"`);
   const started = performance.now();
@@ -59,11 +64,18 @@ async function main(): Promise<void> {
   };
 
   const results: BenchResult[] = [];
+  const failed: string[] = [];
   try {
     for (const [name, bench] of selected) {
       const loadBefore = round(loadavg()[0] ?? 0, 2);
       log(`[${name}] starting (1-min load average ${loadBefore})`);
-      results.push({ ...(await bench(ctx)), load_avg_1m: loadBefore });
+      try {
+        results.push({ ...(await bench(ctx)), load_avg_1m: loadBefore });
+      } catch (error) {
+        // One broken benchmark must not cost the others' results.
+        failed.push(name);
+        console.error(`[${name}] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      }
     }
   } finally {
     await gitServer.close();
@@ -74,6 +86,10 @@ async function main(): Promise<void> {
   console.log(`\n${formatTable(results)}\n`);
   for (const result of results) console.log(`${formatDetails(result)}\n`);
   console.log(`results written to ${path.relative(process.cwd(), resultsPath)} (${round((performance.now() - started) / 1000)} s)`);
+  if (failed.length) {
+    console.error(`failed: ${failed.join(', ')}`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((error: unknown) => {

@@ -21,10 +21,10 @@ const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
 };
 process.once('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
   process.once(signal, () => {
     killAll();
-    process.exit(130);
+    process.exit(code);
   });
 }
 
@@ -36,57 +36,64 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
  * pull it away mid-run.
  */
 export class Service {
+  private child: ChildProcess | undefined;
+  private output: string[] = [];
+  private ownQueries = 0;
+  url = '';
+  client: TestClient = new TestClient('', null);
+
   private constructor(
-    private readonly child: ChildProcess,
     private readonly database: string,
-    private readonly output: string[],
-    readonly url: string,
-    readonly client: TestClient,
+    /** Environment shared by every process of this service (database, data folder). */
+    private readonly baseEnv: NodeJS.ProcessEnv,
+    private readonly token: string,
     /** The service's database, for setup and completion checks (through `query`). */
     private readonly db: pg.Pool,
   ) {}
 
-  private ownQueries = 0;
-
   static async start(dataDir: string, env: Record<string, string> = {}): Promise<Service> {
     const database = `repolens_bench_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     await admin(`CREATE DATABASE "${database}"`);
-    await mkdir(dataDir, { recursive: true });
-    const port = await freePort();
-    const serviceEnv = {
-      ...process.env,
-      DATABASE_URL: databaseUrl(database),
-      DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      REPOLENS_ALLOW_PRIVATE_HOSTS: '1',
-      LOG_LEVEL: 'warn',
-      ...env,
-    };
-    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'token', 'create', '--tenant', 'bench'], {
-      env: serviceEnv,
-      cwd: projectRoot,
-    });
-    const child = spawn(process.execPath, [cli, 'serve'], { env: serviceEnv, cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    running.add(child);
-    const output: string[] = [];
-    const keep = (chunk: Buffer) => output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    const url = `http://127.0.0.1:${port}`;
     const db = new pg.Pool({ connectionString: databaseUrl(database), max: 2 });
-    const service = new Service(child, database, output, url, new TestClient(url, stdout.trim()), db);
-    await service.waitReady();
-    return service;
+    let service: Service | undefined;
+    try {
+      await mkdir(dataDir, { recursive: true });
+      const baseEnv = {
+        ...process.env,
+        DATABASE_URL: databaseUrl(database),
+        DATA_DIR: dataDir,
+        HOST: '127.0.0.1',
+        REPOLENS_ALLOW_PRIVATE_HOSTS: '1',
+        LOG_LEVEL: 'warn',
+      };
+      const { stdout: token } = await promisify(execFile)(process.execPath, [cli, 'token', 'create', '--tenant', 'bench'], {
+        env: baseEnv,
+        cwd: projectRoot,
+      });
+      service = new Service(database, baseEnv, token.trim(), db);
+      await service.launch(env);
+      return service;
+    } catch (error) {
+      service?.child?.kill('SIGKILL');
+      await db.end();
+      await admin(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+      throw error;
+    }
+  }
+
+  /** Stops the server process and starts a new one on the same database and data folder, with `env`. */
+  async restart(env: Record<string, string>): Promise<void> {
+    await this.stopProcess();
+    await this.launch(env);
   }
 
   get pid(): number {
-    return this.child.pid ?? 0;
+    return this.child?.pid ?? 0;
   }
 
-  /** Warning and error lines the service logged (LOG_LEVEL=warn). */
-  get logLines(): readonly string[] {
-    return this.output;
+  /** How many warning and error lines the service logged (LOG_LEVEL=warn): non-zero makes a result suspect. */
+  get warnings(): number {
+    return this.output.length;
   }
 
   /** VmHWM of the server process: its peak resident set so far. */
@@ -133,28 +140,58 @@ export class Service {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      const exited = new Promise((resolve) => this.child.once('exit', resolve));
-      this.child.kill('SIGTERM');
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    running.delete(this.child);
+    await this.stopProcess();
     await this.db.end();
     await admin(`DROP DATABASE IF EXISTS "${this.database}" WITH (FORCE)`);
   }
 
-  private async waitReady(): Promise<void> {
+  private async launch(env: Record<string, string>): Promise<void> {
+    const port = await freePort();
+    const child = spawn(process.execPath, [...profileFlags(), cli, 'serve'], {
+      env: { ...this.baseEnv, PORT: String(port), ...env },
+      cwd: projectRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    running.add(child);
+    const keep = (chunk: Buffer) => this.output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.child = child;
+    this.url = `http://127.0.0.1:${port}`;
+    this.client = new TestClient(this.url, this.token);
+    await this.waitReady(child);
+  }
+
+  private async stopProcess(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    running.delete(child);
+    this.child = undefined;
+  }
+
+  private async waitReady(child: ChildProcess): Promise<void> {
     const deadline = Date.now() + 120_000;
     for (;;) {
-      if (this.child.exitCode !== null) throw new Error(`the service exited (${this.child.exitCode}):\n${this.output.slice(-20).join('\n')}`);
+      if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}):\n${this.output.slice(-20).join('\n')}`);
       const ready = await fetch(`${this.url}/readyz`).then((response) => response.ok, () => false);
       if (ready) return;
       if (Date.now() > deadline) throw new Error(`the service did not become ready:\n${this.output.slice(-20).join('\n')}`);
       await sleep(200);
     }
   }
+}
+
+/** BENCH_CPU_PROFILE_DIR: each server writes a V8 CPU profile there when it stops (see bench/profile.ts). */
+function profileFlags(): string[] {
+  const dir = process.env.BENCH_CPU_PROFILE_DIR;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(dir)}`] : [];
 }
 
 async function admin(statement: string): Promise<void> {

@@ -42,7 +42,7 @@ export function median(values: readonly number[]): number {
 /** Median of numbers, or key by key of (nested) records of numbers, e.g. one breakdown per run. */
 export function medianOf<T>(values: readonly T[]): T {
   const present = values.filter((value) => value !== undefined && value !== null);
-  if (present.every((value) => typeof value === 'number')) return median(present as number[]) as T;
+  if (present.every((value) => typeof value === 'number')) return round(median(present as number[]), 1) as T;
   const records = present as readonly Record<string, unknown>[];
   const keys = [...new Set(records.flatMap((record) => Object.keys(record)))];
   return Object.fromEntries(keys.map((key) => [key, medianOf(records.map((record) => record[key]))])) as T;
