@@ -6,7 +6,7 @@ import { createLogger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import type { Services } from './schema/context.js';
 import { createHttpServer, type HttpServer } from './server.js';
-import { openDatabase, type Database } from './storage/database.js';
+import { openDatabase, type Database, type InstanceLease } from './storage/database.js';
 import { createSecretBox, loadEncryptionKey } from './storage/secrets.js';
 import { WorkingCopies } from './storage/workingCopies.js';
 import { SyncEngine } from './sync/engine.js';
@@ -55,6 +55,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     return Object.fromEntries(groups.map((group) => [group.status, group._count._all]));
   });
 
+  // Names this process in SyncRun.claimedBy; the lease tells other instances it is alive.
+  const instanceId = `${process.pid}-${randomUUID()}`;
+  const lease = await db.leaseInstance(instanceId);
+
   let repositories!: RepositoryService;
   const engine = new SyncEngine(
     {
@@ -69,12 +73,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     },
     runQueue,
     metrics,
-    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId: `${process.pid}-${randomUUID()}` },
+    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId },
   );
   repositories = new RepositoryService(db.prisma, engine, git, copies, secretBox, config, logger);
   const services: Services = { config, engine, events, repositories, secretBox };
 
-  await recover(db, runQueue, logger);
+  await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
 
   const http = createHttpServer({ db, services, metrics, logger });
@@ -91,6 +95,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const resumed = await engine.resumeQueued();
   if (resumed) logger.info({ runs: resumed }, 'resumed queued sync runs');
   scheduler.start();
+  // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over.
+  const sweep =
+    db.kind === 'postgresql' && config.orphanSweepMs > 0
+      ? setInterval(() => {
+          void recover(db, runQueue, lease, logger)
+            .then((recovered) => (recovered ? engine.resumeQueued() : 0))
+            .catch((error: unknown) => logger.error({ err: error }, 'orphaned-run sweep failed'));
+        }, config.orphanSweepMs).unref()
+      : undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -104,9 +117,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     url,
     close() {
       closing ??= (async () => {
+        clearInterval(sweep);
         await scheduler.stop();
         await http.close();
         await engine.shutdown(config.shutdownGraceMs);
+        await lease.release();
         if (!options.db) await db.close();
       })();
       return closing;
@@ -115,20 +130,29 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 }
 
 /**
- * After a crash: runs left RUNNING go back to the queue, and repositories
- * left SYNCING become OUTDATED with a run queued (temporary clones were
- * removed by copies.init).
+ * After a crash: runs left RUNNING by a stopped instance (this one before a
+ * restart, or another process on the same PostgreSQL database) go back to the
+ * queue, and repositories left SYNCING with no run running become OUTDATED with
+ * a run queued. Runs of live instances are left alone. Temporary clones of this
+ * instance were removed by copies.init. Returns how many runs were re-queued.
  */
-async function recover(db: Database, runQueue: RunQueue, logger: Logger): Promise<void> {
-  const requeued = await runQueue.requeueOrphans(null);
-  const interrupted = await db.prisma.repository.findMany({ where: { status: 'SYNCING' }, select: { id: true, tenantId: true } });
+async function recover(db: Database, runQueue: RunQueue, lease: InstanceLease, logger: Logger): Promise<number> {
+  let requeued = 0;
+  for (const owner of await runQueue.runningOwners()) {
+    if (owner === null || !(await lease.isAlive(owner))) requeued += await runQueue.requeueOrphans(owner);
+  }
+  const interrupted = await db.prisma.repository.findMany({
+    where: { status: 'SYNCING', syncRuns: { none: { activeSlot: 'RUNNING' } } },
+    select: { id: true, tenantId: true },
+  });
   for (const repository of interrupted) {
-    await db.prisma.repository.update({ where: { id: repository.id }, data: { status: 'OUTDATED' } });
-    if (!(await runQueue.nextQueued(repository.id))) {
+    const { count } = await db.prisma.repository.updateMany({ where: { id: repository.id, status: 'SYNCING' }, data: { status: 'OUTDATED' } });
+    if (count && !(await runQueue.nextQueued(repository.id))) {
       await runQueue.enqueue({ repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'SCHEDULED' });
     }
   }
   if (requeued || interrupted.length) {
     logger.warn({ requeuedRuns: requeued, outdatedRepositories: interrupted.length }, 'recovered from an unclean stop');
   }
+  return requeued + interrupted.length;
 }

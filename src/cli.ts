@@ -1,9 +1,7 @@
 import { parseArgs } from 'node:util';
-import { startApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { createLogger } from './logger.js';
-import { DatabaseLockedError, openDatabase, type Database } from './storage/database.js';
-import { createApiToken, TenantNameError } from './storage/tenants.js';
+import type { Database } from './storage/database.js';
+import { checkTenantName, createApiToken, TenantNameError } from './storage/tenants.js';
 
 const usage = `usage: repolens <command>
 
@@ -35,19 +33,53 @@ function loadConfigOrExit(): Config {
   }
 }
 
-async function open(config: Config): Promise<Database> {
+/** Opens the database (loaded on demand: `--help` and bad configuration answer at once) and applies migrations. */
+async function openMigrated(config: Config): Promise<{ db: Database; applied: string[] }> {
+  const { DatabaseLockedError, openDatabase } = await import('./storage/database.js');
+  let db: Database;
   try {
-    return await openDatabase(config);
+    db = await openDatabase(config);
   } catch (error) {
     if (error instanceof DatabaseLockedError) throw new CliError(error.message);
-    throw new CliError(`cannot open the database: ${(error as Error).message}`);
+    throw new CliError(`cannot open the database: ${describe(error)}`);
+  }
+  try {
+    return { db, applied: await db.migrate() };
+  } catch (error) {
+    await db.close().catch(() => undefined);
+    throw new CliError(`cannot migrate the database: ${describe(error)}`);
+  }
+}
+
+/** One line for an error: connection failures can be an AggregateError with an empty message. */
+function describe(error: unknown): string {
+  const { message, code, errors } = error as { message?: string; code?: string; errors?: unknown[] };
+  const text = message || (errors?.length ? describe(errors[0]) : '') || code || String(error);
+  return text.split('\n')[0]!.trim();
+}
+
+/** Listen failures in one line naming the variable to change. */
+function listenError(error: unknown, config: Config): CliError | undefined {
+  const where = `${config.host}:${config.port}`;
+  switch ((error as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE':
+      return new CliError(`cannot listen on ${where}: the address is in use (set PORT or HOST)`);
+    case 'EADDRNOTAVAIL':
+      return new CliError(`cannot listen on ${where}: HOST is not an address of this machine`);
+    case 'EACCES':
+      return new CliError(`cannot listen on ${where}: permission denied (set PORT above 1023)`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new CliError(`cannot listen on ${where}: HOST does not resolve`);
+    default:
+      return undefined;
   }
 }
 
 async function serve(config: Config): Promise<void> {
+  const [{ startApp }, { createLogger }] = await Promise.all([import('./app.js'), import('./logger.js')]);
   const logger = createLogger(config.logLevel);
-  const db = await open(config);
-  await db.migrate();
+  const { db } = await openMigrated(config);
   if (db.kind === 'embedded' && (await db.prisma.tenant.count()) === 0) {
     // A first start on a laptop is usable at once: one token, printed once.
     const { token } = await createApiToken(db.prisma, 'default');
@@ -57,11 +89,8 @@ async function serve(config: Config): Promise<void> {
   try {
     app = await startApp(config, { logger, db });
   } catch (error) {
-    await db.close();
-    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new CliError(`cannot listen on ${config.host}:${config.port}: the address is in use (set PORT or HOST)`);
-    }
-    throw error;
+    await db.close().catch(() => undefined);
+    throw listenError(error, config) ?? error;
   }
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down');
@@ -81,26 +110,25 @@ async function serve(config: Config): Promise<void> {
 }
 
 async function migrate(config: Config): Promise<void> {
-  const db = await open(config);
-  try {
-    const applied = await db.migrate();
-    console.log(applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}` : 'database is up to date');
-  } finally {
-    await db.close();
-  }
+  const { db, applied } = await openMigrated(config);
+  await db.close();
+  console.log(applied.length ? `applied ${applied.length} migration(s): ${applied.join(', ')}` : 'database is up to date');
 }
 
 async function tokenCreate(config: Config, args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { tenant: { type: 'string' } }, strict: true });
   if (!values.tenant) throw new CliError('usage: repolens token create --tenant <name>');
-  const db = await open(config);
+  // Bad input changes nothing: the name is checked before a database is opened (or created).
   try {
-    await db.migrate();
-    const { token } = await createApiToken(db.prisma, values.tenant);
-    process.stdout.write(`${token}\n`);
+    checkTenantName(values.tenant);
   } catch (error) {
     if (error instanceof TenantNameError) throw new CliError(error.message);
     throw error;
+  }
+  const { db } = await openMigrated(config);
+  try {
+    const { token } = await createApiToken(db.prisma, values.tenant);
+    process.stdout.write(`${token}\n`);
   } finally {
     await db.close();
   }

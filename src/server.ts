@@ -82,7 +82,15 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     }
   }
 
-  const wsServer = new WebSocketServer({ server, path: '/graphql' });
+  // noServer: the HTTP server's own errors (a port in use) stay with it instead of being re-emitted here.
+  const wsServer = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/graphql') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req));
+  });
   const wsCleanup = useServer(
     {
       onConnect: async (ctx) => {

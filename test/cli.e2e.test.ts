@@ -98,7 +98,7 @@ afterAll(async () => {
 // Every step starts a node process (tsx + Prisma + maybe PGlite): slow on a loaded machine. The tests use
 // separate folders, databases and ports, but run one after the other: on two cores, running them
 // concurrently only makes every process slower.
-describe('repolens CLI', { timeout: 240_000 }, () => {
+describe('repolens CLI', { timeout: 300_000 }, () => {
   describe('token create', () => {
     it('on a fresh PostgreSQL database: migrates it, prints only the token, and the token works against a server started afterwards', async (context) => {
       const url = await emptyDatabase();
@@ -152,9 +152,10 @@ describe('repolens CLI', { timeout: 240_000 }, () => {
         await client.end();
       }
     });
+
     it('checks the tenant name before touching the database: a refused name creates nothing in a fresh DATA_DIR', async () => {
       const dataDir = await tempDir();
-      const result = await runCli(['token', 'create', '--tenant', '-bad name'], { DATA_DIR: dataDir });
+      const result = await runCli(['token', 'create', '--tenant', 'bad name!'], { DATA_DIR: dataDir });
       expect(expectOneLineFailure(result)).toMatch(/tenant name/i);
       // "Bad input gets a clear error and changes nothing" (SPEC §6): no embedded database was initialised.
       expect(await exists(path.join(dataDir, 'db'))).toBe(false);
@@ -162,7 +163,7 @@ describe('repolens CLI', { timeout: 240_000 }, () => {
   });
 
   describe('migrate', () => {
-    it('applies the migrations to an empty database, and a second run says it is up to date', async (context) => {
+    it('applies the migrations to an empty database, and a second run says it is up to date', async () => {
       const url = await emptyDatabase();
       const first = await runCli(['migrate'], { DATABASE_URL: url });
       expect(first.code, first.stderr).toBe(0);
@@ -195,7 +196,7 @@ describe('repolens CLI', { timeout: 240_000 }, () => {
       }
     }
 
-    it('stops serve, migrate and token create with one line per bad variable and no stack trace', async (context) => {
+    it('stops serve, migrate and token create with one line per bad variable and no stack trace', async () => {
       const dataDir = await tempDir();
       const env = { DATA_DIR: dataDir, ...bad };
       const [serve, migrate, token, portOnly] = await Promise.all([
@@ -306,7 +307,7 @@ describe('repolens CLI', { timeout: 240_000 }, () => {
   });
 
   describe('the embedded database lock', () => {
-    it('while serve holds it, token create and migrate fail in one clear line; after SIGTERM they work; a SIGKILLed serve does not block the next start', async (context) => {
+    it('while serve holds it, token create and migrate fail in one clear line; after serve stops (SIGTERM) they work', async (context) => {
       const dataDir = await tempDir();
       const server = await serve(context, { dataDir });
       const printed = server.stdout().join('\n').match(tokenInText) ?? [];
@@ -323,33 +324,41 @@ describe('repolens CLI', { timeout: 240_000 }, () => {
         expect(line).toMatch(/in use/);
         expect(line).toContain(String(server.pid));
       }
-      // The refused commands did not disturb the server.
-      const client = new TestClient(server.url, printed[0]!);
-      await client.request(CreateProjectDocument, { name: 'still-serving' });
+      // The refused commands did not disturb the server or take its lock.
+      expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(server.pid));
+      await new TestClient(server.url, printed[0]!).request(CreateProjectDocument, { name: 'still-serving' });
 
       server.kill('SIGTERM');
       expect(await server.waitForExit(30_000)).toEqual({ code: 0, signal: null });
       expect(await exists(lockFile)).toBe(false);
 
-      const [tokenAfter, migrateAfter] = [
-        await runCli(['token', 'create', '--tenant', 'acme'], { DATA_DIR: dataDir }),
-        await runCli(['migrate'], { DATA_DIR: dataDir }),
-      ];
-      const acmeToken = expectTokenOutput(tokenAfter);
+      // One after the other: each of them holds the embedded database while it runs.
+      const tokenAfter = await runCli(['token', 'create', '--tenant', 'acme'], { DATA_DIR: dataDir });
+      expectTokenOutput(tokenAfter);
+      const migrateAfter = await runCli(['migrate'], { DATA_DIR: dataDir });
       expect(migrateAfter.code, migrateAfter.stderr).toBe(0);
       expect(lines(migrateAfter.stdout)).toEqual(['database is up to date']);
+      expect(await exists(lockFile)).toBe(false);
+    });
 
-      // A crashed serve leaves its lock file behind, naming a dead pid.
+    it('the stale lock of a SIGKILLed serve does not block the next start, and the data survives', async (context) => {
+      const dataDir = await tempDir();
       const crashed = await serve(context, { dataDir });
+      const token = (crashed.stdout().join('\n').match(tokenInText) ?? [])[0];
+      expect(token).toBeDefined();
+      await new TestClient(crashed.url, token!).request(CreateProjectDocument, { name: 'before-the-crash' });
+      const lockFile = path.join(dataDir, 'db', 'repolens.lock');
+
       crashed.killGroup('SIGKILL');
       expect((await crashed.waitForExit(10_000)).signal).toBe('SIGKILL');
+      // A crashed serve leaves its lock file behind, naming a dead pid.
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(crashed.pid));
 
       const next = await serve(context, { dataDir });
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(next.pid));
-      const projects = await new TestClient(next.url, printed[0]!).request(ProjectsDocument, { first: 10 });
-      expect(projects.projects.edges.map((edge) => edge.node.name)).toEqual(['still-serving']);
-      expect((await new TestClient(next.url, acmeToken).request(ProjectsDocument, { first: 10 })).projects.edges).toEqual([]);
+      expect(next.stdout().join('\n')).not.toMatch(tokenInText);
+      const projects = await new TestClient(next.url, token!).request(ProjectsDocument, { first: 10 });
+      expect(projects.projects.edges.map((edge) => edge.node.name)).toEqual(['before-the-crash']);
     });
   });
 });

@@ -1,11 +1,11 @@
+import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import { PrismaPg } from '@prisma/adapter-pg';
-import { PrismaPGlite } from 'pglite-prisma-adapter';
 import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
-import { applyMigrations, loadMigrationsList } from './migrations.js';
+import { applyMigrations, appliedMigrationsSql, loadMigrationsList, type AppliedMigration } from './migrations.js';
 
 export type Prisma = PrismaClient;
 
@@ -16,20 +16,39 @@ export interface Database {
   migrate(): Promise<string[]>;
   /** Throws unless the database answers and every committed migration is applied. */
   checkReady(): Promise<void>;
+  /** Marks this process as alive under `instanceId` (the SyncRun.claimedBy it writes) until `release`. */
+  leaseInstance(instanceId: string): Promise<InstanceLease>;
   close(): Promise<void>;
 }
 
 export class DatabaseLockedError extends Error {}
+
+export interface InstanceLease {
+  /** False only when the process that wrote `claimedBy` has certainly stopped. */
+  isAlive(instanceId: string): Promise<boolean>;
+  release(): Promise<void>;
+}
+
+/** Advisory-lock namespace of instance leases ("RPLS"); the second key is derived from the instance id. */
+const leaseLockClass = 0x52504c53;
+const leaseKey = (instanceId: string) => createHash('sha256').update(instanceId).digest().readInt32BE(0);
 
 export async function openDatabase(options: { databaseUrl?: string; dataDir: string }): Promise<Database> {
   if (options.databaseUrl) return openPostgres(options.databaseUrl);
   return openEmbedded(path.join(options.dataDir, 'db'));
 }
 
-function openPostgres(connectionString: string): Database {
+async function openPostgres(connectionString: string): Promise<Database> {
   const pool = new pg.Pool({ connectionString, max: 10 });
   // An idle pooled connection that the server drops must not crash the process.
   pool.on('error', () => undefined);
+  try {
+    // Fail at start-up, in one place, when the server is unreachable or the database missing.
+    await pool.query('SELECT 1');
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   const database = withCommon(prisma, 'postgresql', async () => {
     await prisma.$disconnect();
@@ -38,20 +57,71 @@ function openPostgres(connectionString: string): Database {
   database.migrate = async () => {
     const migrationPool = new pg.Pool({ connectionString, max: 1 });
     try {
-      return await applyMigrations(new PrismaPg(migrationPool));
+      return await applyMigrations(new PrismaPg(migrationPool), async () => (await pool.query<AppliedMigration>(appliedMigrationsSql)).rows);
     } finally {
       await migrationPool.end();
     }
   };
+  database.leaseInstance = (instanceId) => leasePostgresInstance(connectionString, instanceId);
   return database;
+}
+
+/**
+ * Several processes share one PostgreSQL database (SPEC §1). Each holds a session advisory lock
+ * named after its instance id on a connection of its own; PostgreSQL drops the lock when the
+ * process dies (its connection closes), so a lock that can be taken names a stopped instance.
+ */
+async function leasePostgresInstance(connectionString: string, instanceId: string): Promise<InstanceLease> {
+  let released = false;
+  let client: pg.Client;
+  const connect = async () => {
+    const next = new pg.Client({ connectionString });
+    next.on('error', () => undefined);
+    // A lost connection loses the lock: take it again at once, so that others do not see this process as stopped.
+    next.on('end', () => {
+      if (!released) void reconnect();
+    });
+    await next.connect();
+    await next.query('SELECT pg_advisory_lock($1, $2)', [leaseLockClass, leaseKey(instanceId)]);
+    client = next;
+  };
+  const reconnect = async () => {
+    for (let delay = 100; !released; delay = Math.min(delay * 2, 5_000)) {
+      try {
+        return await connect();
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  };
+  await connect();
+  return {
+    async isAlive(owner) {
+      if (owner === instanceId) return !released;
+      const key = [leaseLockClass, leaseKey(owner)];
+      const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', key);
+      if (!rows[0]?.taken) return true;
+      await client.query('SELECT pg_advisory_unlock($1, $2)', key);
+      return false;
+    },
+    async release() {
+      released = true;
+      await client.end().catch(() => undefined);
+    },
+  };
 }
 
 async function openEmbedded(dir: string): Promise<Database> {
   await mkdir(dir, { recursive: true });
   const releaseLock = await lockEmbeddedDatabase(dir);
+  // Loaded only here: a server on PostgreSQL does not carry PGlite's runtime in memory.
+  const [{ PGlite: PGliteClass }, { PrismaPGlite }] = await Promise.all([
+    import('@electric-sql/pglite'),
+    import('pglite-prisma-adapter'),
+  ]);
   let pglite: PGlite;
   try {
-    pglite = await PGlite.create(dir);
+    pglite = await PGliteClass.create(dir);
   } catch (error) {
     await releaseLock();
     throw error;
@@ -63,7 +133,9 @@ async function openEmbedded(dir: string): Promise<Database> {
     await pglite.close();
     await releaseLock();
   });
-  database.migrate = () => applyMigrations(adapter);
+  database.migrate = () => applyMigrations(adapter, async () => (await pglite.query<AppliedMigration>(appliedMigrationsSql)).rows);
+  // The lock file makes this process the database's only user: every other instance id is a stopped one.
+  database.leaseInstance = async (instanceId) => ({ isAlive: async (owner) => owner === instanceId, release: async () => undefined });
   return database;
 }
 
@@ -72,6 +144,7 @@ function withCommon(prisma: PrismaClient, kind: Database['kind'], close: () => P
     prisma,
     kind,
     migrate: () => Promise.reject(new Error('no migration adapter')),
+    leaseInstance: () => Promise.reject(new Error('no instance leases')),
     async checkReady() {
       const expected = (await loadMigrationsList()).migrationDirectories.length;
       const rows = await prisma.$queryRaw<{ applied: bigint }[]>`

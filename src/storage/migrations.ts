@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -15,14 +16,13 @@ type EngineModule = typeof import('@prisma/schema-engine-wasm') & {
   __wbg_set_wasm(exports: WebAssembly.Exports): void;
 };
 
-let engineModule: Promise<EngineModule> | undefined;
-
 /**
  * The package's ESM entry imports a .wasm file, which Node 20 refuses without
  * a flag, so the bindings are loaded and the module instantiated by hand.
+ * Not cached: the engine is needed once per start, and its memory can go afterwards.
  */
 function loadEngineModule(): Promise<EngineModule> {
-  engineModule ??= (async () => {
+  return (async () => {
     const require = createRequire(import.meta.url);
     const bindingsPath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
     const bindings = (await import(bindingsPath)) as EngineModule;
@@ -34,7 +34,6 @@ function loadEngineModule(): Promise<EngineModule> {
     (instance.exports.__wbindgen_start as () => void)();
     return bindings;
   })();
-  return engineModule;
 }
 
 async function openEngine(adapterFactory: SqlMigrationAwareDriverAdapterFactory): Promise<SchemaEngine> {
@@ -72,8 +71,42 @@ export async function loadMigrationsList(): Promise<MigrationList> {
   };
 }
 
+export interface AppliedMigration {
+  migration_name: string;
+  checksum: string;
+}
+
+export const appliedMigrationsSql = `SELECT migration_name, checksum FROM "_prisma_migrations"
+  WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`;
+
+/**
+ * True when every committed migration is recorded as applied with the checksum Prisma records
+ * (SHA-256 of migration.sql), and nothing else is: then the schema engine (~40 MB of WebAssembly)
+ * need not be loaded at all. Anything else, including an edited migration, goes to the engine.
+ */
+export async function migrationsUpToDate(readApplied: () => Promise<AppliedMigration[]>): Promise<boolean> {
+  let applied: AppliedMigration[];
+  try {
+    applied = await readApplied();
+  } catch {
+    return false; // no _prisma_migrations table yet
+  }
+  const { migrationDirectories } = await loadMigrationsList();
+  if (applied.length !== migrationDirectories.length) return false;
+  const recorded = new Map(applied.map((row) => [row.migration_name, row.checksum]));
+  return migrationDirectories.every(
+    ({ path: name, migrationFile }) =>
+      migrationFile.content.tag === 'ok' &&
+      recorded.get(name) === createHash('sha256').update(migrationFile.content.value).digest('hex'),
+  );
+}
+
 /** Applies every committed migration not yet recorded in `_prisma_migrations`. */
-export async function applyMigrations(adapterFactory: SqlMigrationAwareDriverAdapterFactory): Promise<string[]> {
+export async function applyMigrations(
+  adapterFactory: SqlMigrationAwareDriverAdapterFactory,
+  readApplied?: () => Promise<AppliedMigration[]>,
+): Promise<string[]> {
+  if (readApplied && (await migrationsUpToDate(readApplied))) return [];
   const engine = await openEngine(adapterFactory);
   try {
     const { appliedMigrationNames } = await engine.applyMigrations({

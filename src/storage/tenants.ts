@@ -5,11 +5,16 @@ const tenantNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 
 export class TenantNameError extends Error {}
 
+/** Throws TenantNameError unless the name is one a tenant may have. */
+export function checkTenantName(tenantName: string): void {
+  if (!tenantNamePattern.test(tenantName)) {
+    throw new TenantNameError('tenant name must be 1-63 characters: letters, digits, ".", "_" or "-", starting with a letter or digit');
+  }
+}
+
 /** Creates the tenant if new and returns one new API token (shown once, stored hashed). */
 export async function createApiToken(prisma: Prisma, tenantName: string): Promise<{ tenantId: string; token: string }> {
-  if (!tenantNamePattern.test(tenantName)) {
-    throw new TenantNameError('tenant name must be 1-63 characters: letters, digits, ".", "_" or "-"');
-  }
+  checkTenantName(tenantName);
   const tenant = await prisma.tenant.upsert({ where: { name: tenantName }, update: {}, create: { name: tenantName } });
   const token = generateApiToken();
   await prisma.apiToken.create({ data: { tenantId: tenant.id, tokenHash: hashToken(token) } });

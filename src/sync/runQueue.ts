@@ -96,14 +96,18 @@ export class RunQueue {
     return this.prisma.syncRun.findMany({ where: { activeSlot: 'QUEUED' }, orderBy: [{ priority: 'desc' }, { queuedAt: 'asc' }] });
   }
 
+  /** The instances (SyncRun.claimedBy) that hold running runs; null for a run with no owner recorded. */
+  async runningOwners(): Promise<(string | null)[]> {
+    const rows = await this.prisma.syncRun.findMany({ where: { activeSlot: 'RUNNING' }, select: { claimedBy: true }, distinct: ['claimedBy'] });
+    return rows.map((row) => row.claimedBy);
+  }
+
   /**
-   * Runs left RUNNING by a process that died go back to the queue (or are
+   * Runs left RUNNING by a process that stopped go back to the queue (or are
    * cancelled when a follow-up is already queued, which covers them).
    */
   async requeueOrphans(owner: string | null): Promise<number> {
-    const orphans = await this.prisma.syncRun.findMany({
-      where: { activeSlot: 'RUNNING', ...(owner ? { claimedBy: owner } : {}) },
-    });
+    const orphans = await this.prisma.syncRun.findMany({ where: { activeSlot: 'RUNNING', claimedBy: owner }, select: { id: true } });
     for (const orphan of orphans) await this.requeue(orphan.id, 'interrupted: the process stopped during this run');
     return orphans.length;
   }

@@ -1,0 +1,430 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/storage/database.js';
+import { createApiToken } from '../src/storage/tenants.js';
+import { AddRepositoryDocument, CreateProjectDocument, RepositoryDocument, SyncRepositoryDocument } from './generated/graphql.js';
+import { TestClient } from './support/client.js';
+import { createTestDatabase } from './support/database.js';
+import { createUpstream, git } from './support/gitFixtures.js';
+import { startGitServer, type GitServer } from './support/gitServer.js';
+import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
+
+/** Slow enough that a transfer of the big file below takes many seconds. */
+const trickle = { kind: 'trickle', bytesPerSecond: 16 * 1024 } as const;
+/** Incompressible: the pack is about as big as the file (≈ 15 s at the trickle rate). */
+const bigFile = () => randomBytes(180 * 1024).toString('base64');
+
+interface RunRow {
+  id: string;
+  trigger: string;
+  status: string;
+  phase: string;
+  strategy: string | null;
+  activeSlot: string | null;
+  toSha: string | null;
+  error: string | null;
+  claimedBy: string | null;
+}
+interface RepositoryRow {
+  status: string;
+  lastCommitSha: string | null;
+}
+
+/** One test's world: its own database, data folder and API token. */
+interface World {
+  databaseUrl: string;
+  dataDir: string;
+  token: string;
+  db: pg.Client;
+  cleanup(): Promise<void>;
+}
+
+let gitServer: GitServer;
+let world: World | undefined;
+
+beforeAll(async () => {
+  gitServer = await startGitServer();
+});
+
+afterEach(async () => {
+  await killAllServers();
+  await world?.cleanup();
+  world = undefined;
+});
+
+afterAll(async () => {
+  await killAllServers();
+  await gitServer?.close();
+});
+
+async function createWorld(): Promise<World> {
+  const database = await createTestDatabase();
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'repolens-recovery-'));
+  // The project's own token code, so that the server accepts it.
+  const handle = await openDatabase({ databaseUrl: database.url, dataDir });
+  let token: string;
+  try {
+    token = (await createApiToken(handle.prisma, 'acme')).token;
+  } finally {
+    await handle.close();
+  }
+  const db = new pg.Client({ connectionString: database.url });
+  await db.connect();
+  world = {
+    databaseUrl: database.url,
+    dataDir,
+    token,
+    db,
+    async cleanup() {
+      await db.end().catch(() => undefined);
+      await database.drop().catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return world;
+}
+
+function serve(w: World, env: Record<string, string> = {}): Promise<ServerProcess> {
+  return startServer({
+    databaseUrl: w.databaseUrl,
+    dataDir: w.dataDir,
+    env: { REPOLENS_SCHEDULER_INTERVAL_MS: '0', ...env },
+  });
+}
+
+function dbId(globalId: string): string {
+  return Buffer.from(globalId, 'base64url').toString().split(':')[1]!;
+}
+
+async function runRow(db: pg.Client, runId: string): Promise<RunRow> {
+  const { rows } = await db.query<RunRow>(
+    'SELECT id, trigger, status, phase, strategy, "activeSlot", "toSha", error, "claimedBy" FROM "SyncRun" WHERE id = $1',
+    [runId],
+  );
+  if (!rows[0]) throw new Error(`no run ${runId}`);
+  return rows[0];
+}
+
+async function runsOf(db: pg.Client, repositoryId: string): Promise<RunRow[]> {
+  const { rows } = await db.query<RunRow>(
+    'SELECT id, trigger, status, phase, strategy, "activeSlot", "toSha", error, "claimedBy" FROM "SyncRun" WHERE "repositoryId" = $1 ORDER BY "queuedAt"',
+    [repositoryId],
+  );
+  return rows;
+}
+
+async function repositoryRow(db: pg.Client, repositoryId: string): Promise<RepositoryRow> {
+  const { rows } = await db.query<RepositoryRow>('SELECT status, "lastCommitSha" FROM "Repository" WHERE id = $1', [repositoryId]);
+  if (!rows[0]) throw new Error(`no repository ${repositoryId}`);
+  return rows[0];
+}
+
+/** Polls `probe` until `done` holds; the last value is in the error on timeout. */
+async function waitFor<T>(what: string, probe: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await probe();
+    if (done(last)) return last;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+}
+
+async function waitForIdle(db: pg.Client, repositoryId: string): Promise<RunRow[]> {
+  return waitFor('no active run', () => runsOf(db, repositoryId), (runs) => runs.every((run) => run.activeSlot === null));
+}
+
+function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function temporaryEntries(dataDir: string): Promise<string[]> {
+  return readdir(path.join(dataDir, 'tmp')).catch(() => []);
+}
+
+/** The working copy is a valid clone whose checked-out HEAD is `sha` and whose tree is clean. */
+async function expectIntactCopy(copy: string, sha: string): Promise<void> {
+  expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(sha);
+  expect(await git(['status', '--porcelain', '--untracked-files=all'], { cwd: copy })).toBe('');
+  // Throws (rejects) on any missing or corrupt object.
+  await git(['fsck', '--full', '--no-progress'], { cwd: copy });
+  expect(await exists(path.join(copy, '.git', 'repolens-syncing'))).toBe(false);
+}
+
+async function addRepository(w: World, client: TestClient, name: string, files: Record<string, string>, syncStrategy?: 'FULL') {
+  const upstream = await createUpstream(gitServer, name, { files });
+  const projectId = (await client.request(CreateProjectDocument, { name: `recovery-${name}` })).createProject.project.id;
+  const { addRepository } = await client.request(AddRepositoryDocument, {
+    input: { projectId, url: upstream.url, ...(syncStrategy ? { syncStrategy } : {}) },
+  });
+  return { upstream, repositoryGlobalId: addRepository.repository.id, repositoryId: dbId(addRepository.repository.id) };
+}
+
+function recoveryLog(server: ServerProcess): Record<string, unknown> | undefined {
+  return server.logs().find((record) => record.msg === 'recovered from an unclean stop');
+}
+
+// Each scenario starts the server (a node process) two or three times: slow on a loaded machine.
+describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
+  it('a FULL re-clone killed mid-transfer leaves the last good copy intact; the restart removes the partial clone and finishes the run', async () => {
+    const w = await createWorld();
+    let server = await serve(w);
+    const client = new TestClient(server.url, w.token);
+    const name = 'crash-full';
+    const { upstream, repositoryGlobalId, repositoryId } = await addRepository(w, client, name, { 'README.md': '# full\n' }, 'FULL');
+    const sha1 = await upstream.head();
+    await waitFor('initial sync', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED' && row.lastCommitSha === sha1);
+    await waitForIdle(w.db, repositoryId);
+    const copy = path.join(w.dataDir, 'repos', repositoryId);
+    await expectIntactCopy(copy, sha1);
+
+    const sha2 = await upstream.commit({ 'big.txt': bigFile(), 'README.md': '# full, second\n' }, 'big commit');
+    gitServer.setFault(name, trickle);
+    gitServer.resetStats();
+    const { syncRepository } = await client.request(SyncRepositoryDocument, { repositoryId: repositoryGlobalId });
+    const runId = dbId(syncRepository.run.id);
+
+    // Mid-clone: the run is CLONING, a temporary clone exists and the pack is being sent.
+    await waitFor('the run to be cloning', () => runRow(w.db, runId), (run) => run.status === 'RUNNING' && run.phase === 'CLONING');
+    const [partial] = await waitFor(
+      'a temporary clone folder',
+      () => temporaryEntries(w.dataDir),
+      (entries) => entries.some((entry) => entry.startsWith(`${repositoryId}-`)),
+    );
+    await waitFor('the pack transfer', async () => gitServer.repoStats(name), (stats) => stats.fetches >= 1 && stats.bytesSent > 0);
+
+    // A crash: the server and the git it started die at once.
+    server.killGroup('SIGKILL');
+    expect((await server.waitForExit(15_000)).signal).toBe('SIGKILL');
+    await waitFor('the killed processes to be gone', async () => server.groupAlive(), (alive) => !alive, 5_000);
+
+    // The crash left the partial clone and a RUNNING run; the working copy is the intact sha1 copy.
+    expect(await exists(path.join(w.dataDir, 'tmp', partial!))).toBe(true);
+    await expectIntactCopy(copy, sha1);
+    expect(await runRow(w.db, runId)).toMatchObject({ status: 'RUNNING', activeSlot: 'RUNNING' });
+    expect((await repositoryRow(w.db, repositoryId)).status).toBe('SYNCING');
+
+    gitServer.setFault(name, null);
+    server = await serve(w);
+    expect(await exists(path.join(w.dataDir, 'tmp', partial!))).toBe(false);
+    expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+
+    // The same run was queued again and completes.
+    const finished = await waitFor('the re-queued run to finish', () => runRow(w.db, runId), (run) => run.activeSlot === null);
+    expect(finished).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: sha2 });
+    expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: sha2 });
+    await expectIntactCopy(copy, sha2);
+    expect(await readFile(path.join(copy, 'README.md'), 'utf8')).toBe('# full, second\n');
+    const runs = await waitForIdle(w.db, repositoryId);
+    expect(runs.map((run) => [run.trigger, run.status])).toEqual([
+      ['INITIAL', 'SUCCEEDED'],
+      ['MANUAL', 'SUCCEEDED'],
+    ]);
+    expect(await temporaryEntries(w.dataDir)).toEqual([]);
+  });
+
+  it('an INCREMENTAL fetch killed mid-transfer: the copy stays at the old head, and after the restart it is synced to the new one', async () => {
+    const w = await createWorld();
+    let server = await serve(w);
+    const client = new TestClient(server.url, w.token);
+    const name = 'crash-incremental';
+    const { upstream, repositoryGlobalId, repositoryId } = await addRepository(w, client, name, {
+      'README.md': '# incremental\n',
+      'src/a.ts': 'export const a = 1;\n',
+    });
+    const sha1 = await upstream.head();
+    await waitFor('initial sync', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED' && row.lastCommitSha === sha1);
+    await waitForIdle(w.db, repositoryId);
+    const copy = path.join(w.dataDir, 'repos', repositoryId);
+
+    const sha2 = await upstream.commit({ 'big.txt': bigFile(), 'src/a.ts': 'export const a = 2;\n', 'README.md': null }, 'big change');
+    gitServer.setFault(name, trickle);
+    gitServer.resetStats();
+    const { syncRepository } = await client.request(SyncRepositoryDocument, { repositoryId: repositoryGlobalId });
+    const runId = dbId(syncRepository.run.id);
+
+    await waitFor('the run to be fetching', () => runRow(w.db, runId), (run) => run.status === 'RUNNING' && run.phase === 'FETCHING');
+    expect((await runRow(w.db, runId)).strategy).toBe('INCREMENTAL');
+    await waitFor('the pack transfer', async () => gitServer.repoStats(name), (stats) => stats.fetches >= 1 && stats.bytesSent > 0);
+
+    server.killGroup('SIGKILL');
+    expect((await server.waitForExit(15_000)).signal).toBe('SIGKILL');
+
+    // Nothing of the half-received fetch shows in the copy.
+    await expectIntactCopy(copy, sha1);
+    expect(await readFile(path.join(copy, 'src/a.ts'), 'utf8')).toBe('export const a = 1;\n');
+    expect(await runRow(w.db, runId)).toMatchObject({ status: 'RUNNING', activeSlot: 'RUNNING' });
+
+    gitServer.setFault(name, null);
+    server = await serve(w);
+    expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+
+    const finished = await waitFor('the re-queued run to finish', () => runRow(w.db, runId), (run) => run.activeSlot === null);
+    expect(finished).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL', toSha: sha2 });
+    expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: sha2 });
+    await expectIntactCopy(copy, sha2);
+    expect(await readFile(path.join(copy, 'src/a.ts'), 'utf8')).toBe('export const a = 2;\n');
+    expect(await exists(path.join(copy, 'README.md'))).toBe(false);
+    expect(await git(['rev-parse', 'refs/remotes/origin/main'], { cwd: copy })).toBe(sha2);
+    const runs = await waitForIdle(w.db, repositoryId);
+    expect(runs.map((run) => [run.trigger, run.status])).toEqual([
+      ['INITIAL', 'SUCCEEDED'],
+      ['MANUAL', 'SUCCEEDED'],
+    ]);
+  });
+
+  it('SIGTERM during a slow run exits 0 within the grace period, leaves the run queued (not RUNNING), and the next start syncs it', async () => {
+    const w = await createWorld();
+    const graceMs = 500;
+    let server = await serve(w, { REPOLENS_SHUTDOWN_GRACE_MS: String(graceMs) });
+    const client = new TestClient(server.url, w.token);
+    const name = 'sigterm';
+    // The very first clone is the slow run.
+    const upstream = await createUpstream(gitServer, name, { files: { 'README.md': '# sigterm\n', 'big.txt': bigFile() } });
+    const head = await upstream.head();
+    gitServer.setFault(name, trickle);
+    const projectId = (await client.request(CreateProjectDocument, { name: 'recovery-sigterm' })).createProject.project.id;
+    const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url } });
+    const repositoryId = dbId(addRepository.repository.id);
+    const [initial] = await waitFor('the initial run', () => runsOf(w.db, repositoryId), (runs) => runs.length === 1);
+    await waitFor('the run to be cloning', () => runRow(w.db, initial!.id), (run) => run.status === 'RUNNING' && run.phase === 'CLONING');
+    await waitFor('the pack transfer', async () => gitServer.repoStats(name), (stats) => stats.fetches >= 1 && stats.bytesSent > 0);
+
+    const stopping = Date.now();
+    server.kill('SIGTERM');
+    const status = await server.waitForExit(graceMs + 15_000);
+    const elapsed = Date.now() - stopping;
+    expect(status, server.stderr().slice(-10).join('\n')).toEqual({ code: 0, signal: null });
+    expect(elapsed).toBeLessThan(graceMs + 5_000);
+    // The git it had started is gone too: nothing keeps writing into DATA_DIR after the exit.
+    await waitFor('the git children to exit', async () => server.groupAlive(), (alive) => !alive, 5_000);
+    expect(await temporaryEntries(w.dataDir)).toEqual([]);
+
+    const runs = await runsOf(w.db, repositoryId);
+    expect(runs.some((run) => run.status === 'RUNNING' || run.activeSlot === 'RUNNING'), JSON.stringify(runs)).toBe(false);
+    const interrupted = runs.find((run) => run.id === initial!.id)!;
+    if (interrupted.status === 'CANCELLED') {
+      expect(runs.filter((run) => run.activeSlot === 'QUEUED')).toHaveLength(1);
+    } else {
+      expect(interrupted).toMatchObject({ status: 'QUEUED', activeSlot: 'QUEUED', phase: 'QUEUED' });
+    }
+    expect((await repositoryRow(w.db, repositoryId)).status).not.toBe('SYNCING');
+
+    gitServer.setFault(name, null);
+    server = await serve(w, { REPOLENS_SHUTDOWN_GRACE_MS: String(graceMs) });
+    // A clean stop leaves nothing to recover.
+    expect(recoveryLog(server)).toBeUndefined();
+    await waitFor('the repository to be synced', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED', 60_000);
+    expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: head });
+    const after = await waitForIdle(w.db, repositoryId);
+    expect(after.filter((run) => run.status === 'SUCCEEDED')).toHaveLength(1);
+    await expectIntactCopy(path.join(w.dataDir, 'repos', repositoryId), head);
+  });
+  it('a second instance on the same PostgreSQL database leaves a live instance\'s run alone, and takes it over once that instance is killed', async () => {
+    const w = await createWorld();
+    const first = await serve(w);
+    const client = new TestClient(first.url, w.token);
+    const name = 'two-instances';
+    const upstream = await createUpstream(gitServer, name, { files: { 'README.md': '# two\n', 'big.txt': bigFile() } });
+    // Slow enough that the first instance is still cloning while the second one starts.
+    gitServer.setFault(name, { kind: 'trickle', bytesPerSecond: 4 * 1024 });
+    const projectId = (await client.request(CreateProjectDocument, { name: 'recovery-two' })).createProject.project.id;
+    const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url } });
+    const repositoryId = dbId(addRepository.repository.id);
+    const [initial] = await waitFor('the initial run', () => runsOf(w.db, repositoryId), (runs) => runs.length === 1);
+    await waitFor('the run to be cloning', () => runRow(w.db, initial!.id), (run) => run.status === 'RUNNING' && run.phase === 'CLONING');
+    await waitFor('the pack transfer', async () => gitServer.repoStats(name), (stats) => stats.fetches >= 1 && stats.bytesSent > 0);
+    const owner = (await runRow(w.db, initial!.id)).claimedBy;
+    expect(owner).toMatch(new RegExp(`^${first.pid}-`));
+
+    // SPEC §1 "Several processes": a second instance (its own DATA_DIR) joins the same database,
+    // and sweeps for runs of stopped instances every half second.
+    const secondDataDir = await mkdtemp(path.join(tmpdir(), 'repolens-recovery-second-'));
+    try {
+      const second = await startServer({
+        databaseUrl: w.databaseUrl,
+        dataDir: secondDataDir,
+        env: { REPOLENS_SCHEDULER_INTERVAL_MS: '0', REPOLENS_ORPHAN_SWEEP_MS: '500' },
+      });
+      expect(first.exitStatus()).toBeNull();
+      // Start-up recovery (done before /healthz answers) must not treat a live instance's run as orphaned.
+      expect(recoveryLog(second), 'the second instance re-queued a run the first one is executing').toBeUndefined();
+      expect(await runRow(w.db, initial!.id)).toMatchObject({ status: 'RUNNING', activeSlot: 'RUNNING', claimedBy: owner });
+      expect((await repositoryRow(w.db, repositoryId)).status).toBe('SYNCING');
+      // Nor do the periodic sweeps while the first instance lives.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      expect(recoveryLog(second)).toBeUndefined();
+      expect(await runRow(w.db, initial!.id)).toMatchObject({ status: 'RUNNING', claimedBy: owner });
+      expect(gitServer.repoStats(name).fetches).toBe(1);
+
+      // The first instance dies mid-clone; the second one notices and finishes the run in its own copy.
+      gitServer.setFault(name, null);
+      first.killGroup('SIGKILL');
+      expect((await first.waitForExit(15_000)).signal).toBe('SIGKILL');
+      const finished = await waitFor('the run to be taken over and finished', () => runRow(w.db, initial!.id), (run) => run.status === 'SUCCEEDED', 60_000);
+      expect(finished.claimedBy).toMatch(new RegExp(`^${second.pid}-`));
+      expect(recoveryLog(second)).toMatchObject({ requeuedRuns: 1 });
+      const head = await upstream.head();
+      expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: head });
+      expect(await runsOf(w.db, repositoryId)).toHaveLength(1);
+      await expectIntactCopy(path.join(secondDataDir, 'repos', repositoryId), head);
+    } finally {
+      await killAllServers();
+      await rm(secondDataDir, { recursive: true, force: true });
+      gitServer.setFault(name, null);
+    }
+  });
+
+  it('embedded database (PGlite): a serve SIGKILLed mid-clone starts again on the same DATA_DIR and finishes the run', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'repolens-recovery-embedded-'));
+    try {
+      let server = await startServer({ dataDir, env: { REPOLENS_SCHEDULER_INTERVAL_MS: '0' } });
+      const token = server.stdout().join('\n').match(/rls_[A-Za-z0-9_-]{43}/)?.[0];
+      expect(token).toBeDefined();
+      const client = new TestClient(server.url, token!);
+      const name = 'crash-embedded';
+      const upstream = await createUpstream(gitServer, name, { files: { 'README.md': '# embedded\n', 'big.txt': bigFile() } });
+      const head = await upstream.head();
+      gitServer.setFault(name, trickle);
+      const projectId = (await client.request(CreateProjectDocument, { name: 'recovery-embedded' })).createProject.project.id;
+      const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url } });
+      const repositoryId = dbId(addRepository.repository.id);
+      await waitFor(
+        'the clone to be in progress',
+        async () => ({ stats: gitServer.repoStats(name), temporary: await temporaryEntries(dataDir) }),
+        ({ stats, temporary }) => stats.fetches >= 1 && stats.bytesSent > 0 && temporary.some((entry) => entry.startsWith(`${repositoryId}-`)),
+      );
+
+      server.killGroup('SIGKILL');
+      expect((await server.waitForExit(15_000)).signal).toBe('SIGKILL');
+      gitServer.setFault(name, null);
+
+      server = await startServer({ dataDir, env: { REPOLENS_SCHEDULER_INTERVAL_MS: '0' } });
+      // Not a first start: no new token is printed, and the old one still works.
+      expect(server.stdout().join('\n')).not.toMatch(/rls_/);
+      expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+      const restarted = new TestClient(server.url, token!);
+      const deadline = Date.now() + 60_000;
+      let state: { status: string; lastCommitSha: string | null } | null = null;
+      while (Date.now() < deadline) {
+        state = (await restarted.request(RepositoryDocument, { id: addRepository.repository.id, runs: 5 })).repository;
+        if (state?.status === 'SYNCED') break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(state).toMatchObject({ status: 'SYNCED', lastCommitSha: head });
+      await expectIntactCopy(path.join(dataDir, 'repos', repositoryId), head);
+    } finally {
+      await killAllServers();
+      gitServer.setFault('crash-embedded', null);
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
