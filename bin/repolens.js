@@ -1,7 +1,18 @@
 #!/usr/bin/env node
-// The service is written in TypeScript and runs through tsx's loader, so
-// `npm ci && npm start` needs no build step.
-import { register } from 'tsx/esm/api';
+// The service is written in TypeScript and runs as one compiled ESM file,
+// dist/cli.mjs, (re)built here when missing or older than the sources, so
+// `npm ci && npm start` needs no separate build step.
+import { pathToFileURL } from 'node:url';
+import { ensureBuilt } from '../scripts/build.mjs';
 
-register();
-await import('../src/cli.ts');
+let entry;
+try {
+  entry = pathToFileURL(await ensureBuilt()).href;
+} catch (error) {
+  // A read-only installation cannot write the bundle: transpile at start-up instead.
+  if (!['EACCES', 'EROFS', 'EPERM'].includes(error?.code)) throw error;
+  const { register } = await import('tsx/esm/api');
+  register();
+  entry = new URL('../src/cli.ts', import.meta.url).href;
+}
+await import(entry);

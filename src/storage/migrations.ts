@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -6,7 +7,18 @@ import { fileURLToPath } from 'node:url';
 import { bindMigrationAwareSqlAdapterFactory, type SqlMigrationAwareDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import type { MigrationList, SchemaEngine } from '@prisma/schema-engine-wasm';
 
-const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The folder holding prisma/ (found upwards: this module runs from src/ or from the dist/ bundle). */
+function findProjectRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'prisma', 'schema.prisma'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('prisma/schema.prisma not found above the program');
+    dir = parent;
+  }
+  return dir;
+}
+
+const projectRoot = findProjectRoot();
 export const migrationsDir = path.join(projectRoot, 'prisma/migrations');
 export const schemaPath = path.join(projectRoot, 'prisma/schema.prisma');
 
