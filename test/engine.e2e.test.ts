@@ -108,7 +108,7 @@ describe('engine: failures and self-healing', () => {
     const { state, run } = await syncAndWait(h, repository.id);
     server.setFault('errors', null);
     expect(run.status).toBe('FAILED');
-    expect(run.error).toMatch(/git ls-remote failed/);
+    expect(run.error).toMatch(/listing the remote refs failed: .* answered HTTP 500/);
     expect(state.status).toBe('FAILED');
     const healed = await syncAndWait(h, repository.id);
     expect(healed.state.lastCommitSha).toBe(await upstream.head());

@@ -111,7 +111,12 @@ export interface GitRunResult {
 }
 
 export class Git {
-  constructor(private readonly limits: GitLimits) {}
+  constructor(readonly limits: GitLimits) {}
+
+  /** Limit of one exchange with a remote that is not a transfer (a ref listing). */
+  get exchangeTimeoutMs(): number {
+    return Math.min(this.limits.timeoutMs, this.limits.idleTimeoutMs);
+  }
 
   /**
    * Runs one git command; the only place this process spawns git. git runs

@@ -1,4 +1,5 @@
-import type { Git, GitCallOptions } from './git.js';
+import { GitError, type GitAuth } from './git.js';
+import { registerSecret } from './redact.js';
 
 export interface RemoteState {
   /** Branch the remote HEAD points at, when the server says. */
@@ -7,27 +8,204 @@ export interface RemoteState {
   tags: Map<string, string>;
 }
 
-/** CHECK for plain git hosts: one `git ls-remote`, no object transfer. */
-export async function readRemote(git: Git, url: string, options: GitCallOptions): Promise<RemoteState> {
-  const { stdout } = await git.run(['ls-remote', '--symref', '--', url, 'HEAD', 'refs/heads/*', 'refs/tags/*'], {
-    ...options,
-    url,
-  });
-  const state: RemoteState = { defaultBranch: null, branches: new Map(), tags: new Map() };
-  for (const line of stdout.split('\n')) {
-    const symref = /^ref: refs\/heads\/(\S+)\tHEAD$/.exec(line);
-    if (symref?.[1]) {
-      state.defaultBranch = symref[1];
+export interface ReadRemoteOptions {
+  auth?: GitAuth;
+  signal?: AbortSignal;
+  /** Limit for each HTTP exchange (connect, headers and body). */
+  timeoutMs: number;
+}
+
+/** A ref listing bigger than this is refused rather than buffered. */
+const maxListingBytes = 64 * 1024 * 1024;
+const userAgent = 'git/2.39-repolens-sync';
+
+/**
+ * CHECK for plain git hosts: what `git ls-remote --symref <url> HEAD refs/heads/* refs/tags/*`
+ * prints, asked over git's smart HTTP protocol from this process. Protocol v2 (capability
+ * advertisement, then `ls-refs` limited to branches and tags), or the v0 advertisement when the
+ * server only speaks that. No git process is spawned: on a server checking thousands of
+ * repositories, the two processes per check (git, git-remote-https) were most of its own cost.
+ * Same rules as the git calls: redirects are refused (the URL check never saw their target),
+ * credentials go only to this URL, and no secret reaches an error message.
+ */
+export async function readRemote(url: string, options: ReadRemoteOptions): Promise<RemoteState> {
+  const release = options.auth ? registerSecret(options.auth.password) : () => undefined;
+  try {
+    const base = url.replace(/\/+$/, '');
+    const headers: Record<string, string> = { 'User-Agent': userAgent, 'Git-Protocol': 'version=2', Pragma: 'no-cache' };
+    if (options.auth) {
+      headers.Authorization = `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')}`;
+    }
+    const advertisement = await exchange(`${base}/info/refs?service=git-upload-pack`, { method: 'GET', headers }, 'application/x-git-upload-pack-advertisement', options);
+    const lines = readPktLines(advertisement);
+    // Smart HTTP starts with "# service=git-upload-pack" and a flush.
+    if (lines[0]?.text?.startsWith('# service=')) lines.splice(0, lines[1]?.special === 'flush' ? 2 : 1);
+    if (lines[0]?.text === 'version 2') {
+      const body = Buffer.concat([
+        pkt('command=ls-refs\n'),
+        pkt(`agent=${userAgent}\n`),
+        Buffer.from('0001'),
+        pkt('symrefs\n'),
+        pkt('peel\n'),
+        pkt('ref-prefix HEAD\n'),
+        pkt('ref-prefix refs/heads/\n'),
+        pkt('ref-prefix refs/tags/\n'),
+        Buffer.from('0000'),
+      ]);
+      const listing = await exchange(
+        `${base}/git-upload-pack`,
+        {
+          method: 'POST',
+          headers: { ...headers, 'Content-Type': 'application/x-git-upload-pack-request', Accept: 'application/x-git-upload-pack-result' },
+          body,
+        },
+        'application/x-git-upload-pack-result',
+        options,
+      );
+      return parseV2Listing(readPktLines(listing));
+    }
+    return parseV0Advertisement(lines);
+  } finally {
+    release();
+  }
+}
+
+async function exchange(url: string, init: RequestInit, contentType: string, options: ReadRemoteOptions): Promise<Buffer> {
+  const timeout = AbortSignal.timeout(options.timeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  let response: Response;
+  try {
+    response = await fetch(url, { ...init, redirect: 'manual', signal });
+  } catch (error) {
+    throw networkError(error, options, timeout);
+  }
+  const where = redactQuery(url);
+  if (response.status >= 300 && response.status < 400) {
+    await response.body?.cancel();
+    throw new GitError('failed', `listing the remote refs failed: ${where} redirects (HTTP ${response.status}); redirects are not followed`);
+  }
+  if (response.status === 401 || response.status === 403) {
+    await response.body?.cancel();
+    throw new GitError('auth', `listing the remote refs failed: authentication failed for ${where} (HTTP ${response.status})`);
+  }
+  if (response.status === 404) {
+    await response.body?.cancel();
+    throw new GitError('not-found', `listing the remote refs failed: repository not found at ${where} (HTTP 404)`);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new GitError(response.status >= 500 ? 'unreachable' : 'failed', `listing the remote refs failed: ${where} answered HTTP ${response.status}`);
+  }
+  if (!response.headers.get('content-type')?.startsWith(contentType)) {
+    await response.body?.cancel();
+    throw new GitError('not-found', `listing the remote refs failed: ${where} is not a git smart HTTP endpoint (repository not found)`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const reader = response.body?.getReader();
+  try {
+    for (let read = await reader?.read(); read && !read.done; read = await reader?.read()) {
+      size += read.value.byteLength;
+      if (size > maxListingBytes) {
+        await reader?.cancel();
+        throw new GitError('failed', `listing the remote refs failed: the listing is larger than ${maxListingBytes} bytes`);
+      }
+      chunks.push(Buffer.from(read.value));
+    }
+  } catch (error) {
+    if (error instanceof GitError) throw error;
+    throw networkError(error, options, timeout);
+  }
+  return Buffer.concat(chunks);
+}
+
+function networkError(error: unknown, options: ReadRemoteOptions, timeout: AbortSignal): GitError {
+  if (options.signal?.aborted) return new GitError('aborted', 'listing the remote refs was cancelled');
+  if (timeout.aborted) return new GitError('timeout', `listing the remote refs timed out after ${options.timeoutMs} ms`);
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  const detail = cause?.code ?? cause?.message ?? (error as Error).message;
+  return new GitError('unreachable', `listing the remote refs failed: unable to access the remote (${detail})`);
+}
+
+function redactQuery(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.origin}${parsed.pathname}`;
+}
+
+function pkt(text: string): Buffer {
+  const payload = Buffer.from(text);
+  return Buffer.concat([Buffer.from((payload.length + 4).toString(16).padStart(4, '0')), payload]);
+}
+
+interface PktLine {
+  /** The payload without its trailing newline; absent for special packets. */
+  text?: string;
+  special?: 'flush' | 'delim' | 'response-end';
+}
+
+function readPktLines(data: Buffer): PktLine[] {
+  const lines: PktLine[] = [];
+  let offset = 0;
+  while (offset < data.length) {
+    const header = data.toString('latin1', offset, offset + 4);
+    if (!/^[0-9a-f]{4}$/.test(header)) throw new GitError('failed', 'listing the remote refs failed: malformed response from the server');
+    const length = parseInt(header, 16);
+    if (length < 4) {
+      lines.push({ special: length === 0 ? 'flush' : length === 1 ? 'delim' : 'response-end' });
+      offset += 4;
       continue;
     }
-    const [sha, ref] = line.split('\t');
-    if (!sha || !ref || !/^[0-9a-f]{40,64}$/.test(sha)) continue;
-    if (ref.startsWith('refs/heads/')) state.branches.set(ref.slice('refs/heads/'.length), sha);
-    else if (ref.startsWith('refs/tags/')) {
-      // A peeled tag (^{}) names the commit; it wins over the tag object.
-      const name = ref.slice('refs/tags/'.length).replace(/\^\{\}$/, '');
-      if (ref.endsWith('^{}') || !state.tags.has(name)) state.tags.set(name, sha);
+    if (offset + length > data.length) throw new GitError('failed', 'listing the remote refs failed: truncated response from the server');
+    const payload = data.toString('utf8', offset + 4, offset + length);
+    if (payload.startsWith('ERR ')) throw new GitError('failed', `listing the remote refs failed: the server says: ${payload.slice(4).trim()}`);
+    lines.push({ text: payload.replace(/\n$/, '') });
+    offset += length;
+  }
+  return lines;
+}
+
+const objectId = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+
+/** ls-refs: "<oid> <ref>[ symref-target:<target>][ peeled:<oid>]" per line. */
+function parseV2Listing(lines: PktLine[]): RemoteState {
+  const state: RemoteState = { defaultBranch: null, branches: new Map(), tags: new Map() };
+  for (const { text } of lines) {
+    if (text === undefined) continue;
+    const [oid, ref, ...attributes] = text.split(' ');
+    if (!oid || !ref) continue;
+    const symrefTarget = attributes.find((attribute) => attribute.startsWith('symref-target:'))?.slice('symref-target:'.length);
+    const peeled = attributes.find((attribute) => attribute.startsWith('peeled:'))?.slice('peeled:'.length);
+    if (ref === 'HEAD') {
+      if (symrefTarget?.startsWith('refs/heads/')) state.defaultBranch = symrefTarget.slice('refs/heads/'.length);
+      continue;
     }
+    if (!objectId.test(oid)) continue; // "unborn" entries
+    addRef(state, ref, oid);
+    if (peeled && objectId.test(peeled)) addRef(state, `${ref}^{}`, peeled);
   }
   return state;
+}
+
+/** v0: "<oid> <ref>\0<capabilities>" first (capabilities name HEAD's target), then "<oid> <ref>". */
+function parseV0Advertisement(lines: PktLine[]): RemoteState {
+  const state: RemoteState = { defaultBranch: null, branches: new Map(), tags: new Map() };
+  for (const { text } of lines) {
+    if (text === undefined) continue;
+    const [entry = '', capabilities] = text.split('\0');
+    const symref = /(?:^| )symref=HEAD:refs\/heads\/(\S+)/.exec(capabilities ?? '');
+    if (symref?.[1]) state.defaultBranch = symref[1];
+    const [oid, ref] = entry.split(' ');
+    if (!oid || !ref || !objectId.test(oid) || ref === 'capabilities^{}') continue;
+    addRef(state, ref, oid);
+  }
+  return state;
+}
+
+function addRef(state: RemoteState, ref: string, oid: string): void {
+  if (ref.startsWith('refs/heads/')) state.branches.set(ref.slice('refs/heads/'.length), oid);
+  else if (ref.startsWith('refs/tags/')) {
+    // A peeled tag (^{}) names the commit; it wins over the tag object.
+    const name = ref.slice('refs/tags/'.length).replace(/\^\{\}$/, '');
+    if (ref.endsWith('^{}') || !state.tags.has(name)) state.tags.set(name, oid);
+  }
 }

@@ -61,8 +61,8 @@ export class RepositoryService {
     const provider = request.provider ?? parsed.provider;
     const auth = credential ? credentialAuth(provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret)) : undefined;
 
-    const remote = await readRemote(this.git, parsed.url, {
-      signal: AbortSignal.timeout(60_000),
+    const remote = await readRemote(parsed.url, {
+      timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000),
       ...(auth ? { auth } : {}),
     }).catch((error: unknown) => {
       if (error instanceof GitError && (error.failure === 'auth' || error.failure === 'not-found')) {

@@ -74,7 +74,7 @@ async function sync(
   let branch: string | null = repository.followsDefaultBranch ? null : repository.branch;
   let remoteSha: string | null = null;
   if (health.healthy || strategy !== 'FULL') {
-    const remote = await readRemote(deps.git, repository.url, { signal, ...(auth ? { auth } : {}) });
+    const remote = await readRemote(repository.url, { signal, timeoutMs: deps.git.exchangeTimeoutMs, ...(auth ? { auth } : {}) });
     await recordRefs(prisma, repository, remote);
     branch = repository.followsDefaultBranch && remote.defaultBranch ? remote.defaultBranch : repository.branch;
     remoteSha = remote.branches.get(branch) ?? null;

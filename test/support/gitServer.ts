@@ -13,7 +13,9 @@ export type Fault =
   | { kind: 'status'; status: number }
   | { kind: 'delay'; ms: number }
   | { kind: 'hang' }
-  | { kind: 'trickle'; bytesPerSecond: number };
+  | { kind: 'trickle'; bytesPerSecond: number }
+  /** The server ignores the Git-Protocol header: it speaks protocol v0 only, like older hosts. */
+  | { kind: 'protocol-v0' };
 
 export interface GitServerAuth {
   username: string;
@@ -148,7 +150,7 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
         CONTENT_TYPE: req.headers['content-type'],
         CONTENT_LENGTH: req.headers['content-length'],
         HTTP_CONTENT_ENCODING: encoding,
-        GIT_PROTOCOL: header(req, 'git-protocol'),
+        GIT_PROTOCOL: fault?.kind === 'protocol-v0' ? undefined : header(req, 'git-protocol'),
         REMOTE_USER: remoteUser,
         REMOTE_ADDR: req.socket.remoteAddress,
       },
