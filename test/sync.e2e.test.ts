@@ -76,10 +76,16 @@ describe('sync of a plain git repository', () => {
   });
 
   it('fetches a new upstream commit on syncRepository and records from/to on the run', async () => {
-    const { upstream, repository } = await addRepository('second');
+    const { upstream, repository } = await addRepository('second', { 'README.md': '# second\n', 'src/a.ts': 'export const a = 1;\n' });
     const first = await waitForRepository(client, repository.id, (state) => state.status === 'SYNCED');
     const before = first.lastCommitSha;
-    const after = await upstream.commit({ 'src/new.ts': 'export {};\n', 'README.md': '# changed\n' }, 'second commit');
+    // Added (two, one nested deep), modified and deleted files: filesChanged counts each path once.
+    const after = await upstream.commit(
+      { 'src/new.ts': 'export {};\n', 'src/deep/er/x.ts': 'export const x = 1;\n', 'README.md': '# changed\n', 'src/a.ts': null },
+      'second commit',
+    );
+    const changedPaths = (await git(['diff', '--name-only', before!, after], { cwd: upstream.bareDir })).split('\n');
+    expect(changedPaths).toHaveLength(4);
 
     const { syncRepository } = await client.request(SyncRepositoryDocument, { repositoryId: repository.id });
     expect(syncRepository.run.trigger).toBe('MANUAL');
@@ -87,7 +93,7 @@ describe('sync of a plain git repository', () => {
     const synced = await waitForRepository(client, repository.id, (state) => state.lastCommitSha === after);
     expect(synced.status).toBe('SYNCED');
     const run = synced.syncRuns.edges[0]!.node;
-    expect(run).toMatchObject({ id: syncRepository.run.id, status: 'SUCCEEDED', strategy: 'INCREMENTAL', fromSha: before, toSha: after, filesChanged: 2 });
+    expect(run).toMatchObject({ id: syncRepository.run.id, status: 'SUCCEEDED', strategy: 'INCREMENTAL', fromSha: before, toSha: after, filesChanged: 4 });
     expect(Date.parse(run.finishedAt!)).toBeGreaterThanOrEqual(Date.parse(run.startedAt!));
     const workingCopy = path.join(testApp.dataDir, 'repos', dbId(repository.id));
     expect(await git(['rev-parse', 'HEAD'], { cwd: workingCopy })).toBe(after);

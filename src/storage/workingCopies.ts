@@ -53,6 +53,15 @@ export class WorkingCopies {
     return head ? { healthy: true, head } : { healthy: false, reason: 'HEAD is missing' };
   }
 
+  /** HEAD of a work tree (a fresh clone), read from its files: the commit and the branch it is on. */
+  async headOf(workTree: string): Promise<{ sha: string; branch: string | null } | null> {
+    const gitDir = path.join(workTree, '.git');
+    const headFile = (await readFile(path.join(gitDir, 'HEAD'), 'utf8').catch(() => '')).trim();
+    const sha = await resolveHead(gitDir, headFile);
+    if (!sha) return null;
+    return { sha, branch: /^ref: refs\/heads\/(\S+)$/.exec(headFile)?.[1] ?? null };
+  }
+
   async markSyncing(repositoryId: string): Promise<void> {
     await writeFile(path.join(this.pathOf(repositoryId), '.git', syncingMarker), String(process.pid));
   }

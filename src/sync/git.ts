@@ -87,6 +87,8 @@ function buildEnvironment(options: GitCallOptions): Record<string, string> {
     GIT_CONFIG_NOSYSTEM: '1',
     GIT_CONFIG_GLOBAL: '/dev/null',
     GIT_PROTOCOL: 'version=2',
+    // Progress lines even for quick steps: "Updating files: 100% (n/n)" is how a checkout says how many files it changed.
+    GIT_PROGRESS_DELAY: '0',
     GIT_CONFIG_COUNT: String(config.length),
     LC_ALL: 'C',
   });
@@ -204,6 +206,15 @@ function reportProgress(text: string, onProgress: (progress: GitProgress) => voi
   for (const match of text.matchAll(progressLine)) {
     onProgress({ stage: match[1]!.toLowerCase(), fraction: Number(match[2]) / 100 });
   }
+}
+
+/**
+ * "Updating files: 100% (n/n), done." → n, the work-tree entries a checkout or clone wrote or
+ * removed; null when git printed no such line (nothing to update, or another git version).
+ */
+export function parseUpdatedFiles(stderr: string): number | null {
+  const last = [...stderr.matchAll(/Updating files:\s+100% \((\d+)\/\1\), done\./g)].at(-1);
+  return last ? Number(last[1]) : null;
 }
 
 /** "Receiving objects: 100% (5/5), 1.20 MiB | ..." → bytes, from git's progress output. */

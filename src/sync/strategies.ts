@@ -1,5 +1,5 @@
 import type { WorkingCopies } from '../storage/workingCopies.js';
-import { GitError, parseReceivedBytes, type Git, type GitAuth, type GitProgress } from './git.js';
+import { GitError, parseReceivedBytes, parseUpdatedFiles, type Git, type GitAuth, type GitProgress } from './git.js';
 
 export interface StrategyInput {
   repositoryId: string;
@@ -61,10 +61,16 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
           ['clone', '--progress', '--no-tags', '--single-branch', ...branchArgs, '--', input.url, temporary],
           remoteOptions(input),
         );
-        const head = (await git.run(['rev-parse', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
+        // Read from the clone's files: two git processes fewer per clone.
+        const cloned = await copies.headOf(temporary);
+        const head = cloned?.sha ?? (await git.run(['rev-parse', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
         const branch =
-          input.branch ?? (await git.run(['symbolic-ref', '--short', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
-        const filesChanged = await countChanges(temporary, input.fromSha, head, input.signal);
+          input.branch ??
+          cloned?.branch ??
+          (await git.run(['symbolic-ref', '--short', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
+        // A first clone changed every file it wrote; a re-clone is compared with the previous head.
+        const filesChanged =
+          (input.fromSha === null ? parseUpdatedFiles(stderr) : null) ?? (await countChanges(temporary, input.fromSha, head, input.signal));
         await input.onApply();
         await copies.swapIn(input.repositoryId, temporary);
         return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
@@ -103,9 +109,12 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       }
       await input.onApply();
       await copies.markSyncing(input.repositoryId);
-      await git.run(['checkout', '--force', '--no-progress', '-B', branch, head], { cwd, signal: input.signal });
+      const checkout = await git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal });
       if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
-      const filesChanged = await countChanges(cwd, input.fromSha, head, input.signal);
+      // The checkout's count is the upstream change, unless it also repaired local damage.
+      const filesChanged =
+        (input.repair || input.fromSha === head ? null : parseUpdatedFiles(checkout.stderr)) ??
+        (await countChanges(cwd, input.fromSha, head, input.signal));
       await copies.clearSyncing(input.repositoryId);
       return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
     },
