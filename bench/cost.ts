@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { GitServer, RepoStats } from '../test/support/gitServer.js';
 import type { Service } from './service.js';
 import { round } from './timing.js';
@@ -12,6 +13,20 @@ export interface Cost {
   db_transactions?: number;
   node_cpu_ms?: number;
   git_cpu_ms?: number;
+  /**
+   * CPU time every process of the machine spent (git server, git clients, the service, PostgreSQL,
+   * the bench itself), from /proc/stat: on a machine with few cores the side that needs more CPU
+   * is the slower one, whatever its latency.
+   */
+  machine_cpu_ms?: number;
+}
+
+/** Busy (non-idle, non-iowait) CPU time of the whole machine so far, in ms. */
+async function machineCpuMs(): Promise<number> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
+  const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+  const ticks = [user, nice, system, irq, softirq, steal].reduce<number>((sum, value) => sum + (value ?? 0), 0);
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
 /** Smart-HTTP requests the git server answered so far, over every repository. */
@@ -29,8 +44,16 @@ function gitRequests(server: GitServer): GitRequests {
 /** Git requests made during `task`, per repository. */
 export async function baselineCost<T>(server: GitServer, repositories: number, task: () => Promise<T>): Promise<{ result: T; cost: Cost }> {
   const before = gitRequests(server);
+  const machine = await machineCpuMs();
   const result = await task();
-  return { result, cost: { git_requests: perRepository(gitRequests(server), before, repositories) } };
+  const machineAfter = await machineCpuMs();
+  return {
+    result,
+    cost: {
+      git_requests: perRepository(gitRequests(server), before, repositories),
+      machine_cpu_ms: round((machineAfter - machine) / repositories, 1),
+    },
+  };
 }
 
 /**
@@ -47,7 +70,9 @@ export async function serviceCost<T>(
   const xacts = await service.serverTransactions();
   const cpu = await service.cpuMs();
   const requests = gitRequests(server);
+  const machine = await machineCpuMs();
   const result = await task();
+  const machineAfter = await machineCpuMs();
   const cpuAfter = await service.cpuMs();
   const requestsAfter = gitRequests(server);
   const per = (value: number) => round(value / repositories, 1);
@@ -58,6 +83,7 @@ export async function serviceCost<T>(
       db_transactions: per((await service.serverTransactions()) - xacts),
       node_cpu_ms: per(cpuAfter.node - cpu.node),
       git_cpu_ms: per(cpuAfter.git - cpu.git),
+      machine_cpu_ms: per(machineAfter - machine),
     },
   };
 }

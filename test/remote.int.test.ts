@@ -63,7 +63,7 @@ describe('readRemote: the CHECK ref listing over smart HTTP, without spawning gi
   });
   afterAll(() => server?.close());
 
-  it('protocol v2: the same branches, tags (annotated ones peeled) and default branch as git ls-remote, in two requests', async () => {
+  it('protocol v2: the same branches, tags (annotated ones peeled) and default branch as git ls-remote; two requests, then one', async () => {
     const expected = await gitLsRemote(upstream.url);
     expect(expected.tags.get('v1.0')).toBe(await git(['rev-parse', 'v1.0^{commit}'], { cwd: upstream.bareDir }));
     server.resetStats();
@@ -72,14 +72,35 @@ describe('readRemote: the CHECK ref listing over smart HTTP, without spawning gi
     expect(state.defaultBranch).toBe('trunk');
     expect([...state.branches.keys()].sort()).toEqual(['feature/x', 'trunk']);
     expect(server.repoStats('listing')).toMatchObject({ requests: 2, infoRefs: 1, lsRefs: 1, fetches: 0 });
+
+    // The repository is known to speak v2: the next checks send ls-refs alone, and see changes.
+    const moved = await upstream.commit({ 'c.txt': 'c\n' }, 'third on trunk');
+    server.resetStats();
+    const again = await readRemote(upstream.url, options);
+    expect(again.branches.get('trunk')).toBe(moved);
+    expect(again).toEqual(await gitLsRemote(upstream.url));
+    expect(server.repoStats('listing')).toMatchObject({ infoRefs: 1, lsRefs: 2 }); // ours: 0 + 1; git ls-remote: 1 + 1
   });
 
   it('protocol v0 (a server that ignores Git-Protocol): the same listing from the advertisement alone, in one request', async () => {
-    const expected = await gitLsRemote(upstream.url);
-    server.setFault('listing', { kind: 'protocol-v0' });
+    const old = await createUpstream(server, 'v0-only', { files: { 'README.md': '# v0\n' } });
+    await old.tag('v0.1');
+    server.setFault('v0-only', { kind: 'protocol-v0' });
+    const expected = await gitLsRemote(old.url);
     server.resetStats();
-    expect(await readRemote(upstream.url, options)).toEqual(expected);
-    expect(server.repoStats('listing')).toMatchObject({ requests: 1, infoRefs: 1, lsRefs: 0, fetches: 0 });
+    expect(await readRemote(old.url, options)).toEqual(expected);
+    expect(server.repoStats('v0-only')).toMatchObject({ requests: 1, infoRefs: 1, lsRefs: 0, fetches: 0 });
+  });
+
+  it('a repository that spoke v2 and now speaks only v0: the direct ls-refs fails, the full exchange answers', async () => {
+    const changing = await createUpstream(server, 'downgraded');
+    await readRemote(changing.url, options);
+    server.setFault('downgraded', { kind: 'protocol-v0' });
+    server.resetStats();
+    const state = await readRemote(changing.url, options);
+    expect(state).toEqual(await gitLsRemote(changing.url));
+    expect(state.branches.get('main')).toBe(await changing.head());
+    expect(server.repoStats('downgraded').infoRefs).toBe(2); // ours after the failed POST, then git's
   });
 
   it('an empty repository lists no branches', async () => {

@@ -36,38 +36,68 @@ export async function readRemote(url: string, options: ReadRemoteOptions): Promi
     if (options.auth) {
       headers.Authorization = `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')}`;
     }
+    // A repository that answered protocol v2 before is asked `ls-refs` directly: one request
+    // instead of two (protocol v2 over HTTP is stateless; the advertisement only lists capabilities).
+    if (v2Endpoints.has(base)) {
+      try {
+        return await listRefs(base, headers, options);
+      } catch (error) {
+        if (error instanceof GitError && ['auth', 'timeout', 'aborted', 'unreachable'].includes(error.failure)) throw error;
+        // Anything else (the server changed, or no longer speaks v2): the full exchange below.
+        v2Endpoints.delete(base);
+      }
+    }
     const advertisement = await exchange(`${base}/info/refs?service=git-upload-pack`, { method: 'GET', headers }, 'application/x-git-upload-pack-advertisement', options);
     const lines = readPktLines(advertisement);
     // Smart HTTP starts with "# service=git-upload-pack" and a flush.
     if (lines[0]?.text?.startsWith('# service=')) lines.splice(0, lines[1]?.special === 'flush' ? 2 : 1);
-    if (lines[0]?.text === 'version 2') {
-      const body = Buffer.concat([
-        pkt('command=ls-refs\n'),
-        pkt(`agent=${userAgent}\n`),
-        Buffer.from('0001'),
-        pkt('symrefs\n'),
-        pkt('peel\n'),
-        pkt('ref-prefix HEAD\n'),
-        pkt('ref-prefix refs/heads/\n'),
-        pkt('ref-prefix refs/tags/\n'),
-        Buffer.from('0000'),
-      ]);
-      const listing = await exchange(
-        `${base}/git-upload-pack`,
-        {
-          method: 'POST',
-          headers: { ...headers, 'Content-Type': 'application/x-git-upload-pack-request', Accept: 'application/x-git-upload-pack-result' },
-          body,
-        },
-        'application/x-git-upload-pack-result',
-        options,
-      );
-      return parseV2Listing(readPktLines(listing));
-    }
-    return parseV0Advertisement(lines);
+    if (lines[0]?.text !== 'version 2') return parseV0Advertisement(lines);
+    const state = await listRefs(base, headers, options);
+    rememberV2(base);
+    return state;
   } finally {
     release();
   }
+}
+
+/** Repositories (URL without trailing slash) known to answer protocol v2; bounded, oldest forgotten first. */
+const v2Endpoints = new Set<string>();
+const maxRememberedEndpoints = 100_000;
+
+function rememberV2(base: string): void {
+  v2Endpoints.delete(base);
+  v2Endpoints.add(base);
+  if (v2Endpoints.size > maxRememberedEndpoints) v2Endpoints.delete(v2Endpoints.values().next().value!);
+}
+
+async function listRefs(base: string, headers: Record<string, string>, options: ReadRemoteOptions): Promise<RemoteState> {
+  const body = Buffer.concat([
+    pkt('command=ls-refs\n'),
+    pkt(`agent=${userAgent}\n`),
+    Buffer.from('0001'),
+    pkt('symrefs\n'),
+    pkt('peel\n'),
+    pkt('ref-prefix HEAD\n'),
+    pkt('ref-prefix refs/heads/\n'),
+    pkt('ref-prefix refs/tags/\n'),
+    Buffer.from('0000'),
+  ]);
+  const listing = await exchange(
+    `${base}/git-upload-pack`,
+    {
+      method: 'POST',
+      headers: { ...headers, 'Content-Type': 'application/x-git-upload-pack-request', Accept: 'application/x-git-upload-pack-result' },
+      body,
+    },
+    'application/x-git-upload-pack-result',
+    options,
+  );
+  const lines = readPktLines(listing);
+  // A complete listing ends with a flush: anything else (an empty or cut-off answer) is not "no refs".
+  if (lines.at(-1)?.special !== 'flush' || lines.some((line) => line.special && line !== lines.at(-1))) {
+    throw new GitError('failed', 'listing the remote refs failed: incomplete ls-refs answer from the server');
+  }
+  return parseV2Listing(lines);
 }
 
 async function exchange(url: string, init: RequestInit, contentType: string, options: ReadRemoteOptions): Promise<Buffer> {
