@@ -147,7 +147,8 @@ export class Service {
 
   private async launch(env: Record<string, string>): Promise<void> {
     const port = await freePort();
-    const child = spawn(process.execPath, [...profileFlags(), cli, 'serve'], {
+    // The V8 flag `npm start` and the bin script's shebang give the server.
+    const child = spawn(process.execPath, ['--max-semi-space-size=4', ...profileFlags(), cli, 'serve'], {
       env: { ...this.baseEnv, PORT: String(port), ...env },
       cwd: projectRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
