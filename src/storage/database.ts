@@ -72,36 +72,49 @@ async function openPostgres(connectionString: string): Promise<Database> {
  * process dies (its connection closes), so a lock that can be taken names a stopped instance.
  */
 async function leasePostgresInstance(connectionString: string, instanceId: string): Promise<InstanceLease> {
+  const key = [leaseLockClass, leaseKey(instanceId)];
   let released = false;
-  let client: pg.Client;
+  let reconnecting = false;
+  let client!: pg.Client;
   const connect = async () => {
     const next = new pg.Client({ connectionString });
     next.on('error', () => undefined);
+    try {
+      await next.connect();
+      await next.query('SELECT pg_advisory_lock($1, $2)', key);
+    } catch (error) {
+      await next.end().catch(() => undefined);
+      throw error;
+    }
     // A lost connection loses the lock: take it again at once, so that others do not see this process as stopped.
     next.on('end', () => {
-      if (!released) void reconnect();
+      if (!released && client === next) void reconnect();
     });
-    await next.connect();
-    await next.query('SELECT pg_advisory_lock($1, $2)', [leaseLockClass, leaseKey(instanceId)]);
     client = next;
   };
   const reconnect = async () => {
-    for (let delay = 100; !released; delay = Math.min(delay * 2, 5_000)) {
-      try {
-        return await connect();
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, delay));
+    if (reconnecting) return;
+    reconnecting = true;
+    try {
+      for (let delay = 100; !released; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          return await connect();
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
       }
+    } finally {
+      reconnecting = false;
     }
   };
   await connect();
   return {
     async isAlive(owner) {
       if (owner === instanceId) return !released;
-      const key = [leaseLockClass, leaseKey(owner)];
-      const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', key);
+      const ownerKey = [leaseLockClass, leaseKey(owner)];
+      const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', ownerKey);
       if (!rows[0]?.taken) return true;
-      await client.query('SELECT pg_advisory_unlock($1, $2)', key);
+      await client.query('SELECT pg_advisory_unlock($1, $2)', ownerKey);
       return false;
     },
     async release() {
