@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { embeddedSharedBuffers } from '../src/storage/database.js';
 import { AddRepositoryDocument, CreateProjectDocument, RepositoriesDocument, SyncRepositoryDocument } from './generated/graphql.js';
 import { startTestApp, waitForIdle, waitForRepository } from './support/app.js';
 import { createUpstream } from './support/gitFixtures.js';
@@ -19,6 +20,8 @@ describe('embedded database (PGlite, the zero-configuration default)', () => {
   it('syncs a repository and keeps its state across a restart', async () => {
     const first = await startTestApp({ embedded: true });
     expect(first.app.db.kind).toBe('embedded');
+    // Sized for one process on a laptop, not PostgreSQL's server default of 128MB.
+    expect(await first.app.db.prisma.$queryRaw`SHOW shared_buffers`).toEqual([{ shared_buffers: embeddedSharedBuffers }]);
     const upstream = await createUpstream(server, 'embedded', { files: { 'a.txt': 'a\n' } });
     const client = await first.client();
     const projectId = (await client.request(CreateProjectDocument, { name: 'local' })).createProject.project.id;

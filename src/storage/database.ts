@@ -23,6 +23,8 @@ export interface Database {
 
 export class DatabaseLockedError extends Error {}
 
+export const embeddedSharedBuffers = '32MB';
+
 export interface InstanceLease {
   /** False only when the process that wrote `claimedBy` has certainly stopped. */
   isAlive(instanceId: string): Promise<boolean>;
@@ -134,7 +136,9 @@ async function openEmbedded(dir: string): Promise<Database> {
   ]);
   let pglite: PGlite;
   try {
-    pglite = await PGliteClass.create(dir);
+    // PostgreSQL's 128 MB of shared buffers would be most of the process's memory (PGlite runs
+    // in it); the embedded database holds a laptop's worth of rows, and the OS caches the files.
+    pglite = await PGliteClass.create(dir, { postgresqlconf: [`shared_buffers=${embeddedSharedBuffers}`] });
   } catch (error) {
     await releaseLock();
     throw error;
