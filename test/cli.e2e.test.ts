@@ -95,7 +95,7 @@ afterAll(async () => {
   await Promise.all(databases.map((name) => dropDatabase(name).catch(() => undefined)));
 });
 
-// Every step starts a node process (tsx + Prisma + maybe PGlite): slow on a loaded machine. The tests use
+// Every step starts a node process (Prisma, maybe PGlite): slow on a loaded machine. The tests use
 // separate folders, databases and ports, but run one after the other: on two cores, running them
 // concurrently only makes every process slower.
 describe('repolens CLI', { timeout: 300_000 }, () => {

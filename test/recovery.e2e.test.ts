@@ -159,6 +159,25 @@ async function expectIntactCopy(copy: string, sha: string): Promise<void> {
   expect(await exists(path.join(copy, '.git', 'repolens-syncing'))).toBe(false);
 }
 
+/**
+ * After a restart, the interrupted manual run (the same row, queued again) finishes with `strategy` at
+ * `sha`, the repository is SYNCED there with an intact copy, and no other run was added.
+ */
+async function expectRequeuedRunFinished(
+  w: World,
+  expected: { runId: string; repositoryId: string; copy: string; strategy: 'FULL' | 'INCREMENTAL'; sha: string },
+): Promise<void> {
+  const finished = await waitFor('the re-queued run to finish', () => runRow(w.db, expected.runId), (run) => run.activeSlot === null);
+  expect(finished).toMatchObject({ status: 'SUCCEEDED', strategy: expected.strategy, toSha: expected.sha });
+  expect(await repositoryRow(w.db, expected.repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: expected.sha });
+  await expectIntactCopy(expected.copy, expected.sha);
+  const runs = await waitForIdle(w.db, expected.repositoryId);
+  expect(runs.map((run) => [run.trigger, run.status])).toEqual([
+    ['INITIAL', 'SUCCEEDED'],
+    ['MANUAL', 'SUCCEEDED'],
+  ]);
+}
+
 async function addRepository(w: World, client: TestClient, name: string, files: Record<string, string>, syncStrategy?: 'FULL') {
   const upstream = await createUpstream(gitServer, name, { files });
   const projectId = (await client.request(CreateProjectDocument, { name: `recovery-${name}` })).createProject.project.id;
@@ -218,16 +237,8 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
     expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
 
     // The same run was queued again and completes.
-    const finished = await waitFor('the re-queued run to finish', () => runRow(w.db, runId), (run) => run.activeSlot === null);
-    expect(finished).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: sha2 });
-    expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: sha2 });
-    await expectIntactCopy(copy, sha2);
+    await expectRequeuedRunFinished(w, { runId, repositoryId, copy, strategy: 'FULL', sha: sha2 });
     expect(await readFile(path.join(copy, 'README.md'), 'utf8')).toBe('# full, second\n');
-    const runs = await waitForIdle(w.db, repositoryId);
-    expect(runs.map((run) => [run.trigger, run.status])).toEqual([
-      ['INITIAL', 'SUCCEEDED'],
-      ['MANUAL', 'SUCCEEDED'],
-    ]);
     expect(await temporaryEntries(w.dataDir)).toEqual([]);
   });
 
@@ -267,18 +278,10 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
     server = await serve(w);
     expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
 
-    const finished = await waitFor('the re-queued run to finish', () => runRow(w.db, runId), (run) => run.activeSlot === null);
-    expect(finished).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL', toSha: sha2 });
-    expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: sha2 });
-    await expectIntactCopy(copy, sha2);
+    await expectRequeuedRunFinished(w, { runId, repositoryId, copy, strategy: 'INCREMENTAL', sha: sha2 });
     expect(await readFile(path.join(copy, 'src/a.ts'), 'utf8')).toBe('export const a = 2;\n');
     expect(await exists(path.join(copy, 'README.md'))).toBe(false);
     expect(await git(['rev-parse', 'refs/remotes/origin/main'], { cwd: copy })).toBe(sha2);
-    const runs = await waitForIdle(w.db, repositoryId);
-    expect(runs.map((run) => [run.trigger, run.status])).toEqual([
-      ['INITIAL', 'SUCCEEDED'],
-      ['MANUAL', 'SUCCEEDED'],
-    ]);
   });
 
   it('SIGTERM during a slow run exits 0 within the grace period, leaves the run queued (not RUNNING), and the next start syncs it', async () => {

@@ -164,10 +164,7 @@ function withCommon(prisma: PrismaClient, kind: Database['kind'], close: () => P
     leaseInstance: () => Promise.reject(new Error('no instance leases')),
     async checkReady() {
       const expected = (await loadMigrationsList()).migrationDirectories.length;
-      const rows = await prisma.$queryRaw<{ applied: bigint }[]>`
-        SELECT count(*) AS applied FROM "_prisma_migrations"
-        WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`;
-      const applied = Number(rows[0]?.applied ?? 0);
+      const applied = (await prisma.$queryRawUnsafe<AppliedMigration[]>(appliedMigrationsSql)).length;
       if (applied < expected) throw new Error(`${expected - applied} migration(s) not applied`);
     },
     close,

@@ -113,7 +113,7 @@ export interface GitRunResult {
 }
 
 export class Git {
-  constructor(readonly limits: GitLimits) {}
+  constructor(private readonly limits: GitLimits) {}
 
   /** Limit of one exchange with a remote that is not a transfer (a ref listing). */
   get exchangeTimeoutMs(): number {

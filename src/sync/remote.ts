@@ -171,7 +171,6 @@ function networkError(error: unknown, options: ReadRemoteOptions, timeout: Abort
   return new GitError('unreachable', `listing the remote refs failed: unable to access the remote (${detail})`);
 }
 
-
 function pkt(text: string): Buffer {
   const payload = Buffer.from(text);
   return Buffer.concat([Buffer.from((payload.length + 4).toString(16).padStart(4, '0')), payload]);
