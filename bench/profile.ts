@@ -5,7 +5,9 @@ import { round } from './timing.js';
 /**
  * `tsx bench/profile.ts <file.cpuprofile>`: where a server's CPU went, from
  * the V8 profile a bench run wrote with BENCH_CPU_PROFILE_DIR. Self time by
- * package or source file, and inclusive time of the project's own functions.
+ * package or source file, inclusive time by package, and inclusive time of
+ * the project's own functions; optionally only between two offsets (seconds
+ * from the profile's start), e.g. a measured window.
  */
 interface ProfileNode {
   id: number;
@@ -38,7 +40,7 @@ function top(entries: Map<string, number>, total: number, count: number): string
     .map(([name, micros]) => `  ${String(round(micros / 1000)).padStart(8)} ms  ${String(round((100 * micros) / total, 1)).padStart(5)}%  ${name}`);
 }
 
-async function main(file: string): Promise<void> {
+async function main(file: string, fromS: number, toS: number): Promise<void> {
   const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const parent = new Map<number, number>();
@@ -46,9 +48,13 @@ async function main(file: string): Promise<void> {
 
   const self = new Map<string, number>();
   const inclusive = new Map<string, number>();
+  const byPackage = new Map<string, number>();
   let total = 0;
+  let elapsed = 0;
   profile.samples.forEach((id, index) => {
     const micros = profile.timeDeltas[index] ?? 0;
+    elapsed += micros;
+    if (elapsed < fromS * 1e6 || elapsed >= toS * 1e6) return;
     const node = byId.get(id);
     if (!node || node.callFrame.functionName === '(idle)') return;
     total += micros;
@@ -57,22 +63,29 @@ async function main(file: string): Promise<void> {
     const seen = new Set<string>();
     for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
       const frame = byId.get(at)?.callFrame;
-      if (!frame?.url.includes(`${projectRoot}/src/`)) continue;
+      if (!frame) continue;
+      const owner = bucketOf(frame);
+      if (!seen.has(`package ${owner}`)) byPackage.set(owner, (byPackage.get(owner) ?? 0) + micros);
+      seen.add(`package ${owner}`);
+      if (!frame.url.includes(`${projectRoot}/src/`) && !frame.url.includes(`${projectRoot}/dist/`)) continue;
       const name = `${frame.functionName || '(anonymous)'} ${path.relative(projectRoot, frame.url.replace(/^file:\/\//, ''))}:${frame.lineNumber + 1}`;
       if (!seen.has(name)) inclusive.set(name, (inclusive.get(name) ?? 0) + micros);
       seen.add(name);
     }
   });
 
-  console.log(`${path.basename(file)}: ${round(total / 1000)} ms of CPU (idle excluded)\n\nself time by package / file:`);
+  const window = Number.isFinite(toS) ? ` between ${fromS} s and ${toS} s` : '';
+  console.log(`${path.basename(file)}: ${round(total / 1000)} ms of CPU${window} (idle excluded)\n\nself time by package / file:`);
   console.log(top(self, total, 25).join('\n'));
+  console.log('\ninclusive time by package / file:');
+  console.log(top(byPackage, total, 25).join('\n'));
   console.log('\ninclusive time of src/ functions (synchronous stacks only):');
   console.log(top(inclusive, total, 25).join('\n'));
 }
 
-const file = process.argv[2];
-if (!file) {
-  console.error('usage: tsx bench/profile.ts <file.cpuprofile>');
+const [file, from = '0', to = 'Infinity'] = process.argv.slice(2);
+if (!file || !(Number(from) >= 0) || !(Number(to) > Number(from))) {
+  console.error('usage: tsx bench/profile.ts <file.cpuprofile> [from-seconds to-seconds]');
   process.exit(1);
 }
-await main(file);
+await main(file, Number(from), Number(to));

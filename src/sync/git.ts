@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { redactSecrets, registerSecret } from './redact.js';
 
 /** Basic-auth credentials for one git operation; never stored on disk. */
@@ -20,6 +21,8 @@ export interface GitCallOptions {
   auth?: GitAuth;
   signal?: AbortSignal;
   onProgress?: (progress: GitProgress) => void;
+  /** Fed to git's standard input (a pack being received); data flowing in counts as activity. */
+  stdin?: Readable;
 }
 
 export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
@@ -74,6 +77,8 @@ function buildEnvironment(options: GitCallOptions): Record<string, string> {
     ['http.followRedirects', 'false'],
     ['core.hooksPath', '/dev/null'],
     ['gc.auto', '0'],
+    // Not even the process that would find nothing to do.
+    ['maintenance.auto', 'false'],
   ];
   if (options.auth) {
     if (!options.url) throw new Error('git credentials need the remote URL they are scoped to');
@@ -115,6 +120,11 @@ export interface GitRunResult {
 export class Git {
   constructor(private readonly limits: GitLimits) {}
 
+  /** Limits of a transfer this process makes itself (a pack over smart HTTP). */
+  get transferLimits(): GitLimits {
+    return { ...this.limits };
+  }
+
   /** Limit of one exchange with a remote that is not a transfer (a ref listing). */
   get exchangeTimeoutMs(): number {
     return Math.min(this.limits.timeoutMs, this.limits.idleTimeoutMs);
@@ -132,7 +142,7 @@ export class Git {
       const child = spawn('git', args, {
         cwd: options.cwd ?? process.cwd(),
         env: buildEnvironment(options),
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         detached: true,
       });
       const stdout: Buffer[] = [];
@@ -159,17 +169,24 @@ export class Git {
       const onAbort = () => kill(new GitError('aborted', `git ${command} was cancelled`));
       if (options.signal?.aborted) onAbort();
       options.signal?.addEventListener('abort', onAbort, { once: true });
-      child.stdout.on('data', (chunk: Buffer) => {
+      if (options.stdin && child.stdin) {
+        options.stdin.on('data', touch);
+        // git may stop reading early (a bad pack): its exit status tells, not the broken pipe.
+        child.stdin.on('error', () => undefined);
+        options.stdin.pipe(child.stdin);
+      }
+      child.stdout!.on('data', (chunk: Buffer) => {
         stdout.push(chunk);
         touch();
       });
-      child.stderr.on('data', (chunk: Buffer) => {
+      child.stderr!.on('data', (chunk: Buffer) => {
         const text = chunk.toString('utf8');
         stderr = (stderr + text).slice(-16_384);
         touch();
         if (options.onProgress) reportProgress(text, options.onProgress);
       });
       const finish = () => {
+        options.stdin?.off('data', touch);
         clearTimeout(overall);
         clearTimeout(idle);
         options.signal?.removeEventListener('abort', onAbort);
@@ -202,7 +219,7 @@ function lastLines(text: string): string {
 
 const progressLine = /(Counting|Compressing|Receiving|Resolving|Updating files)[^:]*:\s+(\d{1,3})%/g;
 
-function reportProgress(text: string, onProgress: (progress: GitProgress) => void): void {
+export function reportProgress(text: string, onProgress: (progress: GitProgress) => void): void {
   for (const match of text.matchAll(progressLine)) {
     onProgress({ stage: match[1]!.toLowerCase(), fraction: Number(match[2]) / 100 });
   }

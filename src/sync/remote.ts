@@ -1,7 +1,19 @@
-import http from 'node:http';
-import https from 'node:https';
-import { GitError, type GitAuth } from './git.js';
+import { GitError } from './git.js';
 import { registerSecret } from './redact.js';
+import {
+  delimPkt,
+  flushPkt,
+  networkFailure,
+  openResponse,
+  pkt,
+  readBody,
+  readPktLines,
+  requestHeaders,
+  userAgent,
+  type Exchange,
+  type PktLine,
+  type SmartHttpOptions,
+} from './smartHttp.js';
 
 export interface RemoteState {
   /** Branch the remote HEAD points at, when the server says. */
@@ -10,16 +22,11 @@ export interface RemoteState {
   tags: Map<string, string>;
 }
 
-export interface ReadRemoteOptions {
-  auth?: GitAuth;
-  signal?: AbortSignal;
-  /** Limit for each HTTP exchange (connect, headers and body). */
-  timeoutMs: number;
-}
+export type ReadRemoteOptions = SmartHttpOptions;
 
 /** A ref listing bigger than this is refused rather than buffered. */
 const maxListingBytes = 64 * 1024 * 1024;
-const userAgent = 'git/2.39-repolens-sync';
+const action = 'listing the remote refs';
 
 /**
  * CHECK for plain git hosts: what `git ls-remote --symref <url> HEAD refs/heads/* refs/tags/*`
@@ -27,17 +34,13 @@ const userAgent = 'git/2.39-repolens-sync';
  * advertisement, then `ls-refs` limited to branches and tags), or the v0 advertisement when the
  * server only speaks that. No git process is spawned: on a server checking thousands of
  * repositories, the two processes per check (git, git-remote-https) were most of its own cost.
- * Same rules as the git calls: redirects are refused (the URL check never saw their target),
- * credentials go only to this URL, and no secret reaches an error message.
+ * Transport rules (redirects, credentials, errors): smartHttp.ts.
  */
 export async function readRemote(url: string, options: ReadRemoteOptions): Promise<RemoteState> {
   const release = options.auth ? registerSecret(options.auth.password) : () => undefined;
   try {
     const base = url.replace(/\/+$/, '');
-    const headers: Record<string, string> = { 'User-Agent': userAgent, 'Git-Protocol': 'version=2', Pragma: 'no-cache' };
-    if (options.auth) {
-      headers.Authorization = `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')}`;
-    }
+    const headers = requestHeaders(options.auth);
     // A repository that answered protocol v2 before is asked `ls-refs` directly: one request
     // instead of two (protocol v2 over HTTP is stateless; the advertisement only lists capabilities).
     if (v2Endpoints.has(base)) {
@@ -50,7 +53,7 @@ export async function readRemote(url: string, options: ReadRemoteOptions): Promi
       }
     }
     const advertisement = await exchange(`${base}/info/refs?service=git-upload-pack`, { method: 'GET', headers }, 'application/x-git-upload-pack-advertisement', options);
-    const lines = readPktLines(advertisement);
+    const lines = readPktLines(advertisement, action);
     // Smart HTTP starts with "# service=git-upload-pack" and a flush.
     if (lines[0]?.text?.startsWith('# service=')) lines.splice(0, lines[1]?.special === 'flush' ? 2 : 1);
     if (lines[0]?.text !== 'version 2') return parseV0Advertisement(lines);
@@ -72,17 +75,22 @@ function rememberV2(base: string): void {
   if (v2Endpoints.size > maxRememberedEndpoints) v2Endpoints.delete(v2Endpoints.values().next().value!);
 }
 
+/** Whether the repository answered protocol v2 to this process (its pack can then be fetched without git's transport). */
+export function speaksProtocolV2(url: string): boolean {
+  return v2Endpoints.has(url.replace(/\/+$/, ''));
+}
+
 async function listRefs(base: string, headers: Record<string, string>, options: ReadRemoteOptions): Promise<RemoteState> {
   const body = Buffer.concat([
     pkt('command=ls-refs\n'),
     pkt(`agent=${userAgent}\n`),
-    Buffer.from('0001'),
+    delimPkt,
     pkt('symrefs\n'),
     pkt('peel\n'),
     pkt('ref-prefix HEAD\n'),
     pkt('ref-prefix refs/heads/\n'),
     pkt('ref-prefix refs/tags/\n'),
-    Buffer.from('0000'),
+    flushPkt,
   ]);
   const listing = await exchange(
     `${base}/git-upload-pack`,
@@ -94,7 +102,7 @@ async function listRefs(base: string, headers: Record<string, string>, options: 
     'application/x-git-upload-pack-result',
     options,
   );
-  const lines = readPktLines(listing);
+  const lines = readPktLines(listing, action);
   // A complete listing ends with a flush: anything else (an empty or cut-off answer) is not "no refs".
   if (lines.at(-1)?.special !== 'flush' || lines.some((line) => line.special && line !== lines.at(-1))) {
     throw new GitError('failed', 'listing the remote refs failed: incomplete ls-refs answer from the server');
@@ -108,99 +116,19 @@ interface ExchangeRequest {
   body?: Buffer;
 }
 
-// node:http rather than fetch: a lighter client (undici alone adds ~15 MB to the server), and
-// kept-alive connections: the checks of many repositories on one host share a few sockets.
-const agents = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 16 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 16 }),
-};
-
 async function exchange(url: string, init: ExchangeRequest, contentType: string, options: ReadRemoteOptions): Promise<Buffer> {
   const timeout = AbortSignal.timeout(options.timeoutMs);
-  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-  const target = new URL(url);
-  const where = `${target.origin}${target.pathname}`;
-  const client = target.protocol === 'https:' ? https : http;
-  const agent = agents[target.protocol as keyof typeof agents];
-  if (!agent) throw new GitError('failed', `listing the remote refs failed: unsupported protocol ${target.protocol}`);
-  let response: http.IncomingMessage;
-  try {
-    response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const request = client.request(target, { method: init.method, headers: init.headers, agent, signal }, resolve);
-      request.once('error', reject);
-      request.end(init.body);
-    });
-  } catch (error) {
-    throw networkError(error, options, timeout);
-  }
-  const status = response.statusCode ?? 0;
-  const refuse = (failure: GitError['failure'], message: string) => {
-    response.resume();
-    return new GitError(failure, `listing the remote refs failed: ${message}`);
+  const context: Exchange = {
+    action,
+    signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout,
+    failure: (error) => {
+      if (options.signal?.aborted) return new GitError('aborted', `${action} was cancelled`);
+      if (timeout.aborted) return new GitError('timeout', `${action} timed out after ${options.timeoutMs} ms`);
+      return networkFailure(action, error);
+    },
   };
-  if (status >= 300 && status < 400) throw refuse('failed', `${where} redirects (HTTP ${status}); redirects are not followed`);
-  if (status === 401 || status === 403) throw refuse('auth', `authentication failed for ${where} (HTTP ${status})`);
-  if (status === 404) throw refuse('not-found', `repository not found at ${where} (HTTP 404)`);
-  if (status < 200 || status >= 300) throw refuse(status >= 500 ? 'unreachable' : 'failed', `${where} answered HTTP ${status}`);
-  if (!response.headers['content-type']?.startsWith(contentType)) {
-    throw refuse('not-found', `${where} is not a git smart HTTP endpoint (repository not found)`);
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of response as AsyncIterable<Buffer>) {
-      size += chunk.byteLength;
-      if (size > maxListingBytes) {
-        response.destroy();
-        throw new GitError('failed', `listing the remote refs failed: the listing is larger than ${maxListingBytes} bytes`);
-      }
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (error instanceof GitError) throw error;
-    throw networkError(error, options, timeout);
-  }
-  return Buffer.concat(chunks);
-}
-
-function networkError(error: unknown, options: ReadRemoteOptions, timeout: AbortSignal): GitError {
-  if (options.signal?.aborted) return new GitError('aborted', 'listing the remote refs was cancelled');
-  if (timeout.aborted) return new GitError('timeout', `listing the remote refs timed out after ${options.timeoutMs} ms`);
-  const { code, message } = error as { code?: string; message?: string };
-  const detail = code ?? message ?? String(error);
-  return new GitError('unreachable', `listing the remote refs failed: unable to access the remote (${detail})`);
-}
-
-function pkt(text: string): Buffer {
-  const payload = Buffer.from(text);
-  return Buffer.concat([Buffer.from((payload.length + 4).toString(16).padStart(4, '0')), payload]);
-}
-
-interface PktLine {
-  /** The payload without its trailing newline; absent for special packets. */
-  text?: string;
-  special?: 'flush' | 'delim' | 'response-end';
-}
-
-function readPktLines(data: Buffer): PktLine[] {
-  const lines: PktLine[] = [];
-  let offset = 0;
-  while (offset < data.length) {
-    const header = data.toString('latin1', offset, offset + 4);
-    if (!/^[0-9a-f]{4}$/.test(header)) throw new GitError('failed', 'listing the remote refs failed: malformed response from the server');
-    const length = parseInt(header, 16);
-    if (length < 4) {
-      lines.push({ special: length === 0 ? 'flush' : length === 1 ? 'delim' : 'response-end' });
-      offset += 4;
-      continue;
-    }
-    if (offset + length > data.length) throw new GitError('failed', 'listing the remote refs failed: truncated response from the server');
-    const payload = data.toString('utf8', offset + 4, offset + length);
-    if (payload.startsWith('ERR ')) throw new GitError('failed', `listing the remote refs failed: the server says: ${payload.slice(4).trim()}`);
-    lines.push({ text: payload.replace(/\n$/, '') });
-    offset += length;
-  }
-  return lines;
+  const response = await openResponse(url, init, contentType, context);
+  return readBody(response, maxListingBytes, context);
 }
 
 const objectId = /^[0-9a-f]{40}([0-9a-f]{24})?$/;

@@ -1,4 +1,6 @@
 import type { WorkingCopies } from '../storage/workingCopies.js';
+import { fetchPack } from './packFetch.js';
+import { speaksProtocolV2 } from './remote.js';
 import { GitError, parseReceivedBytes, parseUpdatedFiles, type Git, type GitAuth, type GitProgress } from './git.js';
 
 export interface StrategyInput {
@@ -10,6 +12,8 @@ export interface StrategyInput {
   remoteSha: string | null;
   /** Head of the copy before this run, when known. */
   fromSha: string | null;
+  /** Commit the working copy's HEAD names (null when unreadable): what a fetch says it has. */
+  localHead: string | null;
   /** The copy was left mid-update: untracked leftovers are removed too. */
   repair: boolean;
   auth?: GitAuth;
@@ -81,32 +85,35 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
     },
 
     /**
-     * Fetch into the remote-tracking ref, then move the branch and working
-     * tree to it. The syncing marker stays until the tree is complete, so a
-     * kill in between leaves a copy that the next run repairs.
+     * Fetch the head's objects (packFetch.ts over protocol v2, else git
+     * fetch), then move the branch and working tree to it. The syncing marker
+     * stays until the tree is complete, so a kill in between leaves a copy that
+     * the next run repairs.
      */
     async incremental(input) {
       const { branch, remoteSha } = input;
       if (!branch || !remoteSha) throw new Error('an incremental sync needs the head the CHECK saw');
       const cwd = copies.pathOf(input.repositoryId);
       await copies.removeStaleLocks(input.repositoryId);
-      const tracking = `refs/remotes/origin/${branch}`;
-      const fetch = (source: string) =>
-        git.run(['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+${source}:${tracking}`], {
-          ...remoteOptions(input),
-          cwd,
-        });
       let head = remoteSha;
-      let stderr: string;
-      try {
-        // The CHECK named the head: asking for it by id spares the second ref listing.
-        ({ stderr } = await fetch(remoteSha));
-      } catch (error) {
-        // Servers speaking only protocol v0 may refuse an unadvertised object id.
-        if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
-        ({ stderr } = await fetch(`refs/heads/${branch}`));
-        head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
+      let bytesReceived: number | null = null;
+      if (speaksProtocolV2(input.url)) {
+        const haves = [...new Set([input.localHead, input.fromSha])].filter((sha): sha is string => sha !== null);
+        try {
+          ({ bytesReceived } = await fetchPack(git, input.url, {
+            cwd,
+            want: remoteSha,
+            haves,
+            signal: input.signal,
+            onProgress: input.onTransferProgress,
+            ...(input.auth ? { auth: input.auth } : {}),
+          }));
+        } catch (error) {
+          // A server that refuses (or garbles) this fetch still gets git's own below.
+          if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
+        }
       }
+      if (bytesReceived === null) ({ head, bytesReceived } = await gitFetch(input, cwd, branch, remoteSha));
       await input.onApply();
       await copies.markSyncing(input.repositoryId);
       const checkout = await git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal });
@@ -116,7 +123,31 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
         (input.repair || input.fromSha === head ? null : parseUpdatedFiles(checkout.stderr)) ??
         (await countChanges(cwd, input.fromSha, head, input.signal));
       await copies.clearSyncing(input.repositoryId);
-      return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
+      return { head, branch, filesChanged, bytesReceived };
     },
   };
+
+  /**
+   * `git fetch` into the remote-tracking ref (servers that only speak protocol v0, or refused
+   * the fetch from this process): the head by id, else the branch by name.
+   */
+  async function gitFetch(input: StrategyInput, cwd: string, branch: string, remoteSha: string): Promise<{ head: string; bytesReceived: number }> {
+    const tracking = `refs/remotes/origin/${branch}`;
+    const fetch = (source: string) =>
+      git.run(['fetch', '--progress', '--no-tags', '--no-write-fetch-head', input.url, `+${source}:${tracking}`], {
+        ...remoteOptions(input),
+        cwd,
+      });
+    try {
+      // The CHECK named the head: asking for it by id spares the second ref listing.
+      const { stderr } = await fetch(remoteSha);
+      return { head: remoteSha, bytesReceived: parseReceivedBytes(stderr) };
+    } catch (error) {
+      // Servers speaking only protocol v0 may refuse an unadvertised object id.
+      if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
+      const { stderr } = await fetch(`refs/heads/${branch}`);
+      const head = (await git.run(['rev-parse', '--verify', `${tracking}^{commit}`], { cwd, signal: input.signal })).stdout.trim();
+      return { head, bytesReceived: parseReceivedBytes(stderr) };
+    }
+  }
 }

@@ -93,6 +93,7 @@ async function sync(
     branch,
     remoteSha,
     fromSha: repository.lastCommitSha,
+    localHead: health.healthy ? health.head : null,
     repair: !health.healthy,
     signal,
     onTransferProgress: (progress) =>
