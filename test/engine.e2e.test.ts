@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,7 +124,49 @@ describe('engine: failures and self-healing', () => {
     expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(await upstream.head());
   });
 
-  it('repairs a copy whose object store was wiped by fetching what is missing', async () => {
+  it('fetches from a host that speaks only protocol v0 with git fetch; the copy keeps a normal remote-tracking ref', async () => {
+    const { upstream, repository, copy } = await addSynced(h, server, 'v0-only');
+    const head = await upstream.commit({ 'v0.txt': 'v0\n' });
+    server.setFault('v0-only', { kind: 'protocol-v0' });
+    server.resetStats();
+    try {
+      const { state, run } = await syncAndWait(h, repository.id);
+      expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL', toSha: head, filesChanged: 1 });
+      expect(state.lastCommitSha).toBe(head);
+      // The v0 advertisement for the CHECK, then git fetch's own (it cannot skip it).
+      expect(server.repoStats('v0-only')).toMatchObject({ infoRefs: 2, fetches: 1 });
+    } finally {
+      server.setFault('v0-only', null);
+    }
+    expect(await git(['rev-parse', 'HEAD', 'refs/remotes/origin/main'], { cwd: copy })).toBe(`${head}\n${head}`);
+    await git(['fsck', '--no-progress', '--no-dangling'], { cwd: copy });
+  });
+
+  it('a pack cut off mid-transfer fails the run clearly and keeps the copy; the next sync completes it', async () => {
+    const { upstream, repository, copy } = await addSynced(h, server, 'cut-off');
+    const before = await upstream.head();
+    const head = await upstream.commit({ 'big.txt': randomBytes(192 * 1024).toString('base64') });
+    server.setFault('cut-off', { kind: 'cut', afterBytes: 16_000 });
+    let failed;
+    try {
+      failed = await syncAndWait(h, repository.id);
+    } finally {
+      server.setFault('cut-off', null);
+    }
+    expect(failed.run).toMatchObject({ status: 'FAILED', strategy: 'INCREMENTAL' });
+    expect(failed.run.error).toMatch(/fetching failed: unable to access the remote|fetching failed: the server's answer ended/);
+    expect(failed.state).toMatchObject({ status: 'FAILED', lastCommitSha: before });
+    expect(await git(['rev-parse', 'HEAD', 'refs/remotes/origin/main'], { cwd: copy })).toBe(`${before}\n${before}`);
+    expect(await git(['status', '--porcelain'], { cwd: copy })).toBe('');
+
+    const healed = await syncAndWait(h, repository.id);
+    expect(healed.run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL', toSha: head });
+    expect(healed.run.bytesReceived).toBeGreaterThan(192 * 1024);
+    expect(await git(['rev-parse', 'HEAD', 'refs/remotes/origin/main'], { cwd: copy })).toBe(`${head}\n${head}`);
+    await git(['fsck', '--no-progress', '--no-dangling'], { cwd: copy });
+  });
+
+  it('repairs a copy whose object store was wiped by re-cloning it', async () => {
     const { upstream, repository, copy } = await addSynced(h, server, 'wiped');
     await upstream.commit({ 'more.txt': 'more\n' });
     const objects = path.join(copy, '.git', 'objects');
@@ -131,7 +174,7 @@ describe('engine: failures and self-healing', () => {
       if (entry !== 'info') await rm(path.join(objects, entry), { recursive: true });
     }
     const { state, run } = await syncAndWait(h, repository.id);
-    expect(run.status).toBe('SUCCEEDED');
+    expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL' });
     expect(state.lastCommitSha).toBe(await upstream.head());
     expect(await git(['fsck', '--no-progress'], { cwd: copy })).toBe('');
     expect(await readFile(path.join(copy, 'more.txt'), 'utf8')).toBe('more\n');

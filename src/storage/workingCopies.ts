@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const syncingMarker = 'repolens-syncing';
@@ -50,7 +50,27 @@ export class WorkingCopies {
       return { healthy: false, reason: 'an update was interrupted' };
     }
     const head = await resolveHead(gitDir, headFile.trim());
-    return head ? { healthy: true, head } : { healthy: false, reason: 'HEAD is missing' };
+    if (!head) return { healthy: false, reason: 'HEAD is missing' };
+    // Fetches tell the server they have HEAD: a store that lost it would get a pack on top of nothing.
+    if (!(await hasObject(gitDir, head))) return { healthy: false, reason: 'the HEAD commit is missing from the object store' };
+    return { healthy: true, head };
+  }
+
+  /**
+   * Points refs/remotes/origin/<branch> at a fetched commit, as git fetch
+   * would, when the objects came without it (packFetch.ts): a loose ref,
+   * written to a temporary file and renamed, git's own way of updating one.
+   */
+  async setTrackingRef(repositoryId: string, branch: string, sha: string): Promise<void> {
+    if (!/^[0-9a-f]{40,64}$/.test(sha)) throw new Error(`not an object id: ${sha}`);
+    if (branch.split('/').some((part) => !part || part.startsWith('.') || part.endsWith('.lock')) || /[\0-\x20\x7f~^:?*[\\]|\.\.|@\{/.test(branch)) {
+      throw new Error(`not a valid branch name: ${JSON.stringify(branch)}`);
+    }
+    const file = path.join(this.pathOf(repositoryId), '.git', 'refs', 'remotes', 'origin', ...branch.split('/'));
+    await mkdir(path.dirname(file), { recursive: true });
+    const temporary = `${file}.${randomUUID()}.tmp`;
+    await writeFile(temporary, `${sha}\n`);
+    await rename(temporary, file);
   }
 
   /** HEAD of a work tree (a fresh clone), read from its files: the commit and the branch it is on. */
@@ -112,6 +132,59 @@ export class WorkingCopies {
     await visit(gitDir, 0);
     return removed;
   }
+}
+
+/**
+ * Whether the object store holds an object: a loose file, or an entry of a
+ * pack index (version 2: a 256-entry fan-out table, then the sorted ids,
+ * searched with a few small reads).
+ */
+export async function hasObject(gitDir: string, sha: string): Promise<boolean> {
+  const objects = path.join(gitDir, 'objects');
+  if (await stat(path.join(objects, sha.slice(0, 2), sha.slice(2))).then(() => true, () => false)) return true;
+  const packDir = path.join(objects, 'pack');
+  const indexes = (await readdir(packDir).catch(() => [] as string[])).filter((name) => name.endsWith('.idx'));
+  const id = Buffer.from(sha, 'hex');
+  for (const index of indexes) {
+    if (await packIndexHolds(path.join(packDir, index), id)) return true;
+  }
+  return false;
+}
+
+async function packIndexHolds(file: string, id: Buffer): Promise<boolean> {
+  const handle = await open(file, 'r').catch(() => null);
+  if (!handle) return false;
+  try {
+    const header = Buffer.alloc(8);
+    await handle.read(header, 0, 8, 0);
+    // "\377tOc" version 2; version 1 indexes (no header) are not written by any git of this century.
+    if (header.readUInt32BE(0) !== 0xff744f63 || header.readUInt32BE(4) !== 2) return false;
+    const fanout = Buffer.alloc(8);
+    const first = id[0]!;
+    // Entries with a first byte below ours end at fanout[first - 1]; ours end at fanout[first].
+    await handle.read(fanout, 0, 8, 8 + 4 * (first - 1));
+    let low = first === 0 ? 0 : fanout.readUInt32BE(0);
+    let high = first === 0 ? (await readUInt32(handle, 8)) : fanout.readUInt32BE(4);
+    const entry = Buffer.alloc(id.length);
+    const idsAt = 8 + 256 * 4;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      await handle.read(entry, 0, id.length, idsAt + middle * id.length);
+      const order = entry.compare(id);
+      if (order === 0) return true;
+      if (order < 0) low = middle + 1;
+      else high = middle;
+    }
+    return false;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readUInt32(handle: Awaited<ReturnType<typeof open>>, position: number): Promise<number> {
+  const buffer = Buffer.alloc(4);
+  await handle.read(buffer, 0, 4, position);
+  return buffer.readUInt32BE(0);
 }
 
 async function resolveHead(gitDir: string, head: string): Promise<string | null> {

@@ -5,7 +5,7 @@ import type { Metrics } from '../metrics.js';
 import type { Prisma } from '../storage/database.js';
 import type { SyncEvents } from './events.js';
 import type { RunQueue, TriggerRequest, EnqueueResult } from './runQueue.js';
-import { executeRun, type RunDependencies, type RunOutcome } from './syncRun.js';
+import { executeRun, type QueuedRun, type RunDependencies, type RunOutcome } from './syncRun.js';
 
 export interface EngineOptions {
   concurrency: number;
@@ -154,21 +154,23 @@ export class SyncEngine {
     const done = new Promise<void>((resolve) => (finish = resolve));
     this.active.set(repositoryId, { runId, abort, done });
     this.updateQueueGauge();
-    const stopTimer = this.metrics.runDuration.startTimer({ trigger: claimed.trigger });
+    const stopTimer = this.metrics.runDuration.startTimer({ trigger: claimed.run.trigger });
     let outcome: RunOutcome = 'FAILED';
+    let queued: QueuedRun | null | undefined;
     try {
-      outcome = await executeRun(this.deps, claimed, abort.signal);
+      ({ outcome, queued } = await executeRun(this.deps, claimed, abort.signal));
     } catch (error) {
-      outcome = await this.afterInterruptedRun(claimed, abort.signal, error);
+      outcome = await this.afterInterruptedRun(claimed.run, abort.signal, error);
     } finally {
       stopTimer({ outcome });
-      this.metrics.runs.inc({ trigger: claimed.trigger, outcome });
+      this.metrics.runs.inc({ trigger: claimed.run.trigger, outcome });
       this.active.delete(repositoryId);
       finish();
       this.updateQueueGauge();
     }
     if (!this.accepting) return;
-    const next = await this.runQueue.nextQueued(repositoryId).catch(() => null);
+    // A run queued while this one ran waits for it (its claim failed): it is scheduled from here.
+    const next = queued === undefined ? await this.runQueue.nextQueued(repositoryId).catch(() => null) : queued;
     if (next) this.schedule(next, host);
   }
 

@@ -104,9 +104,9 @@ export class RepositoryService {
   }
 
   async requestSync(tenantId: string, repositoryId: string, force: boolean): Promise<{ repository: Repository; run: SyncRun }> {
-    await this.find(tenantId, repositoryId);
-    const { run } = await this.engine.trigger({ repositoryId, tenantId, trigger: 'MANUAL', force });
-    const repository = await this.prisma.repository.findUniqueOrThrow({ where: { id: repositoryId } });
+    const repository = await this.find(tenantId, repositoryId);
+    // A manual trigger names no target: it leaves the repository's status as it is.
+    const { run } = await this.engine.trigger({ repositoryId, tenantId, trigger: 'MANUAL', force }, repository);
     return { repository, run };
   }
 

@@ -1,5 +1,5 @@
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
-import type { RepositoryStatus, SyncRun, SyncTrigger } from '../generated/prisma/client.js';
+import type { Repository, RepositoryStatus, SyncRun, SyncTrigger } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { PhaseLogEntry } from './runRecorder.js';
 
@@ -25,8 +25,28 @@ export interface EnqueueResult {
 }
 
 function isUniqueViolation(error: unknown): boolean {
-  return error instanceof PrismaNamespace.PrismaClientKnownRequestError && error.code === 'P2002';
+  if (!(error instanceof PrismaNamespace.PrismaClientKnownRequestError)) return false;
+  // P2002 from a model query; a raw statement reports PostgreSQL's own code.
+  return error.code === 'P2002' || (error.code === 'P2010' && /\b23505\b|unique constraint/i.test(`${JSON.stringify(error.meta)} ${error.message}`));
 }
+
+export interface ClaimedRun {
+  /** The run, now RUNNING in its CHECKING phase (the last phaseLog entry). */
+  run: SyncRun;
+  repository: Repository;
+}
+
+/** Row of to_jsonb(): timestamps come back as text (UTC, since Prisma stores them so). */
+function withDates<T>(row: Record<string, unknown>, fields: readonly string[]): T {
+  for (const field of fields) {
+    const value = row[field];
+    if (typeof value === 'string') row[field] = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`);
+  }
+  return row as T;
+}
+
+const runDateFields = ['queuedAt', 'startedAt', 'finishedAt'] as const satisfies readonly (keyof SyncRun)[];
+const repositoryDateFields = ['lastSyncedAt', 'nextCheckAt', 'lastChangedAt', 'createdAt', 'updatedAt'] as const satisfies readonly (keyof Repository)[];
 
 /**
  * Pending and running runs live in PostgreSQL. The unique
@@ -74,14 +94,29 @@ export class RunQueue {
     throw new Error(`could not queue a run for repository ${request.repositoryId}: too much contention`);
   }
 
-  /** Moves a queued run to RUNNING; null when another run of the repository is running or it was taken. */
-  async claim(runId: string, owner: string): Promise<SyncRun | null> {
+  /**
+   * Moves a queued run to RUNNING and into its CHECKING phase, and reads its
+   * repository, in one statement (the hot path of every sync). null when
+   * another run of the repository is running, the run was taken, or the
+   * repository is gone.
+   */
+  async claim(runId: string, owner: string): Promise<ClaimedRun | null> {
+    const now = new Date();
     try {
-      const [run] = await this.prisma.syncRun.updateManyAndReturn({
-        where: { id: runId, status: 'QUEUED' },
-        data: { status: 'RUNNING', activeSlot: 'RUNNING', startedAt: new Date(), claimedBy: owner },
-      });
-      return run ?? null;
+      const rows = await this.prisma.$queryRaw<{ run: Record<string, unknown>; repository: Record<string, unknown> }[]>`
+        UPDATE "SyncRun" AS run SET
+          status = 'RUNNING', "activeSlot" = 'RUNNING', "startedAt" = ${now}, "claimedBy" = ${owner},
+          phase = 'CHECKING', "fromSha" = repository."lastCommitSha",
+          "phaseLog" = run."phaseLog" || jsonb_build_array(jsonb_build_object('phase', 'CHECKING', 'status', repository.status, 'at', ${now.toISOString()}::text))
+        FROM "Repository" AS repository
+        WHERE run.id = ${runId}::uuid AND run.status = 'QUEUED' AND repository.id = run."repositoryId"
+        RETURNING to_jsonb(run.*) AS run, to_jsonb(repository.*) AS repository`;
+      const [row] = rows;
+      if (!row) return null;
+      return {
+        run: withDates<SyncRun>(row.run, runDateFields),
+        repository: withDates<Repository>(row.repository, repositoryDateFields),
+      };
     } catch (error) {
       if (isUniqueViolation(error)) return null;
       throw error;

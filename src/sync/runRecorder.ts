@@ -49,6 +49,30 @@ export class RunRecorder {
   }
 
   /**
+   * Publishes a phase change and keeps it in the log without writing it:
+   * the run's next write (at the latest its final one) stores it. For a
+   * phase that changes nothing else, so that it costs no round trip.
+   */
+  announce(phase: SyncPhase): void {
+    this.prepare(phase).publish();
+  }
+
+  /** Publishes the last logged phase, already written by the caller (a run's claim writes CHECKING). */
+  publishLast(): void {
+    const entry = this.log.at(-1);
+    if (!entry) return;
+    this.events.publish({
+      repositoryId: this.repositoryId,
+      runId: this.runId,
+      status: entry.status,
+      phase: entry.phase,
+      message: entry.message ?? null,
+      commitSha: entry.commitSha ?? null,
+      progress: null,
+    });
+  }
+
+  /**
    * The run-row fields of a phase change and its event, for a caller that
    * writes them together with other rows (a run's final transaction) and
    * publishes once they are committed.

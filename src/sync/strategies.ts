@@ -94,7 +94,7 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       const { branch, remoteSha } = input;
       if (!branch || !remoteSha) throw new Error('an incremental sync needs the head the CHECK saw');
       const cwd = copies.pathOf(input.repositoryId);
-      await copies.removeStaleLocks(input.repositoryId);
+      if (input.repair) await copies.removeStaleLocks(input.repositoryId);
       let head = remoteSha;
       let bytesReceived: number | null = null;
       if (speaksProtocolV2(input.url)) {
@@ -108,15 +108,17 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
             onProgress: input.onTransferProgress,
             ...(input.auth ? { auth: input.auth } : {}),
           }));
+          await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
         } catch (error) {
           // A server that refuses (or garbles) this fetch still gets git's own below.
           if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
         }
       }
-      if (bytesReceived === null) ({ head, bytesReceived } = await gitFetch(input, cwd, branch, remoteSha));
+      if (bytesReceived === null) ({ head, bytesReceived } = await unlocked(input, () => gitFetch(input, cwd, branch, remoteSha)));
       await input.onApply();
       await copies.markSyncing(input.repositoryId);
-      const checkout = await git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal });
+      const target = head;
+      const checkout = await unlocked(input, () => git.run(['checkout', '--force', '--progress', '-B', branch, target], { cwd, signal: input.signal }));
       if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
       // The checkout's count is the upstream change, unless it also repaired local damage.
       const filesChanged =
@@ -126,6 +128,21 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       return { head, branch, filesChanged, bytesReceived };
     },
   };
+
+  /**
+   * Runs a git step in the copy; when it fails there and lock files left by a killed git are
+   * found, removes them (no other git works in this copy: one run per repository) and runs it
+   * again. Looking for locks only after a failure spares every sync a walk through .git.
+   */
+  async function unlocked<T>(input: StrategyInput, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      if (!(error instanceof GitError) || !['failed', 'corrupt'].includes(error.failure) || input.signal.aborted) throw error;
+      if ((await copies.removeStaleLocks(input.repositoryId)).length === 0) throw error;
+      return step();
+    }
+  }
 
   /**
    * `git fetch` into the remote-tracking ref (servers that only speak protocol v0, or refused

@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
+import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
-import { recordRefs } from './refs.js';
+import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
 import { readRemote } from './remote.js';
+import type { ClaimedRun } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
 import { redactSecrets } from './redact.js';
@@ -25,6 +27,15 @@ export interface RunDependencies {
 
 export type RunOutcome = 'SUCCEEDED' | 'SKIPPED' | 'FAILED' | 'CANCELLED';
 
+/** A run waiting behind the one that ended. */
+export type QueuedRun = Pick<SyncRun, 'id' | 'repositoryId' | 'priority'>;
+
+export interface RunResult {
+  outcome: RunOutcome;
+  /** The run queued behind this one, as the run's final statement saw it; undefined when it did not look. */
+  queued?: QueuedRun | null;
+}
+
 /** A failure whose message is meant for the user as it is. */
 class RunFailure extends Error {}
 
@@ -32,9 +43,7 @@ class RunFailure extends Error {}
  * One sync run, following the pipeline of SPEC §1:
  * CHECK → CLONE | FETCH → APPLY → DONE (or SKIPPED / FAILED).
  */
-export async function executeRun(deps: RunDependencies, claimed: SyncRun, signal: AbortSignal): Promise<RunOutcome> {
-  const repository = await deps.prisma.repository.findUnique({ where: { id: claimed.repositoryId } });
-  if (!repository) return 'CANCELLED';
+export async function executeRun(deps: RunDependencies, { run: claimed, repository }: ClaimedRun, signal: AbortSignal): Promise<RunResult> {
   const recorder = new RunRecorder(
     deps.prisma,
     deps.events,
@@ -51,7 +60,7 @@ export async function executeRun(deps: RunDependencies, claimed: SyncRun, signal
     const message = redactSecrets(error instanceof Error ? error.message : String(error));
     log.warn({ err: message }, 'sync run failed');
     await recordFailure(deps.prisma, recorder, repository, message);
-    return 'FAILED';
+    return { outcome: 'FAILED' };
   }
 }
 
@@ -61,9 +70,10 @@ async function sync(
   run: SyncRun,
   recorder: RunRecorder,
   signal: AbortSignal,
-): Promise<RunOutcome> {
+): Promise<RunResult> {
   const { prisma, copies } = deps;
-  await recorder.phase('CHECKING', { run: { fromSha: repository.lastCommitSha } });
+  // The claim wrote the CHECKING phase.
+  recorder.publishLast();
   await deps.assertHostAllowed(repository.url);
   const auth = await deps.resolveAuth(repository);
   const health = await copies.health(repository.id);
@@ -73,17 +83,21 @@ async function sync(
   // remote itself, and a separate ref listing would only cost a round trip.
   let branch: string | null = repository.followsDefaultBranch ? null : repository.branch;
   let remoteSha: string | null = null;
+  // Written with the run's next phase (one statement), or on their own before a failure.
+  let refs: RefsChange | null = null;
   if (health.healthy || strategy !== 'FULL') {
     const remote = await readRemote(repository.url, { signal, timeoutMs: deps.git.exchangeTimeoutMs, ...(auth ? { auth } : {}) });
-    await recordRefs(prisma, repository, remote);
+    refs = refsChange(repository, remote);
     branch = repository.followsDefaultBranch && remote.defaultBranch ? remote.defaultBranch : repository.branch;
     remoteSha = remote.branches.get(branch) ?? null;
-    if (!remoteSha) throw new RunFailure(`branch "${branch}" does not exist upstream; the last synced copy is kept`);
+    if (!remoteSha) {
+      await recordRefs(prisma, repository, remote);
+      throw new RunFailure(`branch "${branch}" does not exist upstream; the last synced copy is kept`);
+    }
     const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
     if (upToDate && !run.force) {
       await followBranch(prisma, repository, branch);
-      await finishSkipped(prisma, recorder, repository, remoteSha);
-      return 'SKIPPED';
+      return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs) };
     }
   }
 
@@ -98,11 +112,10 @@ async function sync(
     signal,
     onTransferProgress: (progress) =>
       recorder.progress(strategy === 'FULL' ? 'CLONING' : 'FETCHING', progress.fraction, progress.stage),
-    onApply: () => recorder.phase('APPLYING'),
+    onApply: async () => recorder.announce('APPLYING'),
     ...(auth ? { auth } : {}),
   };
-  await prisma.repository.update({ where: { id: repository.id }, data: { status: 'SYNCING' } });
-  await recorder.phase(strategy === 'FULL' ? 'CLONING' : 'FETCHING', { status: 'SYNCING', run: { strategy } });
+  await beginTransfer(prisma, recorder, repository, strategy, refs);
 
   let usedStrategy: SyncStrategy = strategy;
   let result: StrategyResult;
@@ -123,40 +136,68 @@ async function sync(
 
   await followBranch(prisma, repository, result.branch);
   const finishedAt = new Date();
+  const changed = result.head !== repository.lastCommitSha;
   const done = recorder.prepare('DONE', { status: 'SYNCED', commitSha: result.head });
-  await prisma.$transaction([
-    prisma.repository.update({
-      where: { id: repository.id },
-      data: {
-        status: 'SYNCED',
-        lastCommitSha: result.head,
-        lastSyncedAt: finishedAt,
-        lastError: null,
-        consecutiveFailures: 0,
-        ...(result.head !== repository.lastCommitSha ? { lastChangedAt: finishedAt } : {}),
-        nextCheckAt: nextCheckAt({
-          now: finishedAt,
-          lastChangedAt: result.head !== repository.lastCommitSha ? finishedAt : changedAt(repository),
-          consecutiveFailures: 0,
-        }),
-      },
-    }),
-    prisma.syncRun.update({
-      where: { id: run.id },
-      data: {
-        status: 'SUCCEEDED',
-        activeSlot: null,
-        strategy: usedStrategy,
-        toSha: result.head,
-        filesChanged: result.filesChanged,
-        bytesReceived: result.bytesReceived,
-        finishedAt,
-        ...done.data,
-      },
-    }),
-  ]);
+  const next = nextCheckAt({ now: finishedAt, lastChangedAt: changed ? finishedAt : changedAt(repository), consecutiveFailures: 0 });
+  const [row] = await prisma.$queryRaw<EndedRow[]>`
+    WITH run AS (
+      UPDATE "SyncRun" SET
+        status = 'SUCCEEDED', "activeSlot" = NULL, strategy = ${usedStrategy}::"SyncStrategy", "toSha" = ${result.head},
+        "filesChanged" = ${result.filesChanged}, "bytesReceived" = ${result.bytesReceived}, "finishedAt" = ${finishedAt},
+        phase = ${done.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(done.data.phaseLog)}::jsonb
+      WHERE id = ${run.id}::uuid
+    )
+    UPDATE "Repository" SET
+      status = 'SYNCED', "lastCommitSha" = ${result.head}, "lastSyncedAt" = ${finishedAt}, "lastError" = NULL,
+      "consecutiveFailures" = 0, "lastChangedAt" = ${changed ? finishedAt : repository.lastChangedAt}, "nextCheckAt" = ${next},
+      "updatedAt" = ${finishedAt}
+    WHERE id = ${repository.id}::uuid
+    RETURNING ${queuedBehind(repository.id)}`;
   done.publish();
-  return 'SUCCEEDED';
+  return { outcome: 'SUCCEEDED', queued: queuedRun(repository.id, row) };
+}
+
+interface EndedRow {
+  queued: { id: string; priority: number } | null;
+}
+
+/** For the RETURNING clause of a run's final statement: the run queued behind it, if any (one round trip fewer per run). */
+function queuedBehind(repositoryId: string): PrismaNamespace.Sql {
+  return PrismaNamespace.sql`(
+    SELECT jsonb_build_object('id', queued.id, 'priority', queued.priority) FROM "SyncRun" AS queued
+    WHERE queued."repositoryId" = ${repositoryId}::uuid AND queued."activeSlot" = 'QUEUED'
+  ) AS queued`;
+}
+
+function queuedRun(repositoryId: string, row: EndedRow | undefined): QueuedRun | null | undefined {
+  if (!row) return undefined;
+  return row.queued ? { id: row.queued.id, priority: row.queued.priority, repositoryId } : null;
+}
+
+/**
+ * CLONING / FETCHING: the repository turns SYNCING, the run records its
+ * phase and strategy, and the CHECK's refs are stored, in one statement.
+ */
+async function beginTransfer(
+  prisma: Prisma,
+  recorder: RunRecorder,
+  repository: Repository,
+  strategy: 'FULL' | 'INCREMENTAL',
+  refs: RefsChange | null,
+): Promise<void> {
+  const now = new Date();
+  const step = recorder.prepare(strategy === 'FULL' ? 'CLONING' : 'FETCHING', { status: 'SYNCING' });
+  await prisma.$executeRaw`
+    WITH ${refs ? PrismaNamespace.sql`${refsCtes(repository.id, refs, now)},` : PrismaNamespace.empty}
+    run AS (
+      UPDATE "SyncRun" SET
+        phase = ${step.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(step.data.phaseLog)}::jsonb, strategy = ${strategy}::"SyncStrategy"
+      WHERE id = ${recorder.runId}::uuid
+    )
+    UPDATE "Repository" SET
+      status = 'SYNCING', "refsDigest" = ${refs?.digest ?? repository.refsDigest}, "updatedAt" = ${now}
+    WHERE id = ${repository.id}::uuid`;
+  step.publish();
 }
 
 /** Records the branch actually synced when it follows a renamed remote default branch. */
@@ -178,26 +219,33 @@ function isLocalCopyProblem(error: unknown): boolean {
   return error instanceof GitError && (error.failure === 'corrupt' || error.failure === 'failed');
 }
 
-async function finishSkipped(prisma: Prisma, recorder: RunRecorder, repository: Repository, sha: string): Promise<void> {
+async function finishSkipped(
+  prisma: Prisma,
+  recorder: RunRecorder,
+  repository: Repository,
+  sha: string,
+  refs: RefsChange | null,
+): Promise<QueuedRun | null | undefined> {
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
   const skipped = recorder.prepare('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
-  await prisma.$transaction([
-    prisma.repository.update({
-      where: { id: repository.id },
-      data: {
-        status,
-        lastError: null,
-        consecutiveFailures: 0,
-        nextCheckAt: nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0 }),
-      },
-    }),
-    prisma.syncRun.update({
-      where: { id: recorder.runId },
-      data: { status: 'SKIPPED', activeSlot: null, toSha: sha, filesChanged: 0, bytesReceived: 0, finishedAt: now, ...skipped.data },
-    }),
-  ]);
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0 });
+  // One statement: a check pass over thousands of unchanged repositories writes one row pair each.
+  const [row] = await prisma.$queryRaw<EndedRow[]>`
+    WITH ${refs ? PrismaNamespace.sql`${refsCtes(repository.id, refs, now)},` : PrismaNamespace.empty}
+    run AS (
+      UPDATE "SyncRun" SET
+        status = 'SKIPPED', "activeSlot" = NULL, "toSha" = ${sha}, "filesChanged" = 0, "bytesReceived" = 0, "finishedAt" = ${now},
+        phase = ${skipped.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(skipped.data.phaseLog)}::jsonb
+      WHERE id = ${recorder.runId}::uuid
+    )
+    UPDATE "Repository" SET
+      status = ${status}::"RepositoryStatus", "lastError" = NULL, "consecutiveFailures" = 0, "nextCheckAt" = ${next},
+      "refsDigest" = ${refs?.digest ?? repository.refsDigest}, "updatedAt" = ${now}
+    WHERE id = ${repository.id}::uuid
+    RETURNING ${queuedBehind(repository.id)}`;
   skipped.publish();
+  return queuedRun(repository.id, row);
 }
 
 async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: Repository, message: string): Promise<void> {

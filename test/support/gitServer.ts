@@ -14,6 +14,8 @@ export type Fault =
   | { kind: 'delay'; ms: number }
   | { kind: 'hang' }
   | { kind: 'trickle'; bytesPerSecond: number }
+  /** Upload-pack answers break off (connection reset) after this many body bytes. */
+  | { kind: 'cut'; afterBytes: number }
   /** The server ignores the Git-Protocol header: it speaks protocol v0 only, like older hosts. */
   | { kind: 'protocol-v0' };
 
@@ -163,10 +165,11 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     req.pipe(child.stdin);
 
     const trickle = isPackRequest && fault?.kind === 'trickle' ? fault.bytesPerSecond : undefined;
+    const cutAfter = isPackRequest && fault?.kind === 'cut' ? fault.afterBytes : undefined;
     try {
       await pipeline(
         child.stdout,
-        (source: AsyncIterable<Buffer>) => cgiResponse(source, res, counters, trickle, closing.signal),
+        (source: AsyncIterable<Buffer>) => cgiResponse(source, res, counters, trickle, closing.signal, cutAfter),
         res,
       );
     } catch (error) {
@@ -235,8 +238,10 @@ async function* cgiResponse(
   counters: RepoStats,
   bytesPerSecond: number | undefined,
   signal: AbortSignal,
+  cutAfter?: number,
 ): AsyncGenerator<Buffer> {
   let head: Buffer | undefined = Buffer.alloc(0);
+  let sent = 0;
   for await (const chunk of source) {
     let body = chunk;
     if (head) {
@@ -247,6 +252,11 @@ async function* cgiResponse(
       body = head.subarray(end.index + end[0].length);
       head = undefined;
     }
+    if (cutAfter !== undefined && sent + body.length > cutAfter) {
+      yield body.subarray(0, Math.max(0, cutAfter - sent));
+      throw new Error('fault: answer cut off');
+    }
+    sent += body.length;
     counters.bytesSent += body.length;
     if (bytesPerSecond === undefined) {
       if (body.length > 0) yield body;
