@@ -115,7 +115,18 @@ export async function fetchPack(git: Git, url: string, options: FetchPackOptions
         unpacker.catch(() => undefined);
         data = header;
       }
-      if (!pack.write(data)) await once(pack, 'drain');
+      if (!pack.write(data)) {
+        // git reads at its pace; it may also stop early (a bad pack), and then nothing drains.
+        const stopped = unpacker.then(
+          () => 'stopped',
+          () => 'stopped',
+        );
+        const drained = once(pack, 'drain', { signal: exchange.signal }).then(() => 'drained');
+        if ((await Promise.race([drained, stopped])) === 'stopped') {
+          await unpacker;
+          throw new GitError('failed', `${action} failed: git stopped reading the pack before its end`);
+        }
+      }
     };
 
     try {
@@ -154,6 +165,7 @@ export async function fetchPack(git: Git, url: string, options: FetchPackOptions
       if (error instanceof GitError) throw error;
       throw exchange.failure(error);
     }
+    if (!inPackfile) throw new GitError('failed', `${action} failed: the server's answer holds no pack`);
     if (!finished || !unpacker) throw new GitError('unreachable', `${action} failed: the server's answer ended before the pack did`);
     pack.end();
     await unpacker;
