@@ -17,6 +17,7 @@ import { parseRepositoryUrl } from './sync/repositoryUrl.js';
 import { RunQueue } from './sync/runQueue.js';
 import { Scheduler } from './sync/scheduler.js';
 import { createStrategies } from './sync/strategies.js';
+import { WebhookService } from './sync/webhooks.js';
 
 export interface App {
   config: Config;
@@ -76,7 +77,16 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId },
   );
   repositories = new RepositoryService(db.prisma, engine, git, copies, secretBox, config, logger);
-  const services: Services = { config, engine, events, repositories, secretBox };
+  const webhooks = new WebhookService({
+    prisma: db.prisma,
+    engine,
+    secretBox,
+    config,
+    logger,
+    authFor: (repository) => repositories.authFor(repository),
+    assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
+  });
+  const services: Services = { config, engine, events, repositories, secretBox, webhooks };
 
   await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
@@ -94,6 +104,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   const resumed = await engine.resumeQueued();
   if (resumed) logger.info({ runs: resumed }, 'resumed queued sync runs');
+  // Accepted (answered 2xx) before a stop but never processed: nothing accepted is lost.
+  const pendingDeliveries = await webhooks.processPending();
+  if (pendingDeliveries) logger.info({ deliveries: pendingDeliveries }, 'processing webhook deliveries accepted before the restart');
   scheduler.start();
   // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over.
   const sweep =
@@ -120,6 +133,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         clearInterval(sweep);
         await scheduler.stop();
         await http.close();
+        await webhooks.idle();
         await engine.shutdown(config.shutdownGraceMs);
         await lease.release();
         if (!options.db) await db.close();

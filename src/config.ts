@@ -32,6 +32,8 @@ const schema = z
     REPOLENS_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(0).default(15_000),
     REPOLENS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
     REPOLENS_ORPHAN_SWEEP_MS: z.coerce.number().int().min(0).default(30_000),
+    GITHUB_WEBHOOK_SECRET: z.string().min(1).optional(),
+    GITLAB_WEBHOOK_SECRET: z.string().min(1).optional(),
     GITHUB_API_URL: z.url().default('https://api.github.com'),
     GITLAB_URL: z.url().default('https://gitlab.com'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -55,6 +57,9 @@ const schema = z
       shutdownGraceMs: env.REPOLENS_SHUTDOWN_GRACE_MS,
       schedulerIntervalMs: env.REPOLENS_SCHEDULER_INTERVAL_MS,
       orphanSweepMs: env.REPOLENS_ORPHAN_SWEEP_MS,
+      /** Provider-wide webhook secrets: they verify deliveries for every registration. */
+      githubWebhookSecret: env.GITHUB_WEBHOOK_SECRET,
+      gitlabWebhookSecret: env.GITLAB_WEBHOOK_SECRET,
       githubApiUrl: env.GITHUB_API_URL,
       gitlabUrl: env.GITLAB_URL,
       logLevel: env.LOG_LEVEL,

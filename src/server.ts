@@ -24,6 +24,16 @@ interface ServerDependencies {
   logger: Logger;
 }
 
+/** SPEC §4: a webhook body over 25 MiB is answered 413. */
+const maxWebhookBytes = 25 * 1024 * 1024;
+
+/** 413, then the connection is closed rather than the rest of a huge body read. */
+function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
+  res.setHeader('Connection', 'close');
+  res.once('finish', () => req.destroy());
+  send(res, 413, { error: `webhook body larger than ${maxWebhookBytes} bytes` });
+}
+
 type InitialContext = { request?: Request; connectionParams?: Record<string, unknown> };
 
 /** One HTTP server: GraphQL (HTTP, SSE, graphql-ws), health and metrics routes. */
@@ -62,6 +72,7 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     const path = (req.url ?? '/').split('?')[0];
     try {
       if (path === '/graphql') return void (await yoga(req, res));
+      if (path === '/webhooks/github' || path === '/webhooks/gitlab') return await webhook(req, res, path === '/webhooks/github' ? 'GITHUB' : 'GITLAB');
       if (path === '/healthz') return send(res, 200, { status: 'ok' });
       if (path === '/readyz') {
         const ready = await db.checkReady().then(
@@ -80,6 +91,26 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
       else res.destroy();
     }
+  }
+
+  /** POST /webhooks/{github,gitlab}: the raw body (signatures are over its bytes), at most 25 MiB. */
+  async function webhook(req: IncomingMessage, res: ServerResponse, provider: 'GITHUB' | 'GITLAB'): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('Allow', 'POST');
+      return send(res, 405, { error: 'webhooks are delivered with POST' });
+    }
+    const declared = Number(req.headers['content-length']);
+    if (declared > maxWebhookBytes) return refuseTooLarge(req, res);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.byteLength;
+      if (size > maxWebhookBytes) return refuseTooLarge(req, res);
+      chunks.push(chunk);
+    }
+    const answer = await services.webhooks.accept(provider, req.headers, Buffer.concat(chunks));
+    if (answer.status >= 400) logger.info({ provider, status: answer.status, reason: answer.body.error }, 'webhook delivery refused');
+    send(res, answer.status, answer.body);
   }
 
   // noServer: the HTTP server's own errors (a port in use) stay with it instead of being re-emitted here.

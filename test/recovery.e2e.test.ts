@@ -11,6 +11,7 @@ import { TestClient } from './support/client.js';
 import { createTestDatabase } from './support/database.js';
 import { createUpstream, git } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
+import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
 
 /** Slow enough that a transfer of the big file below takes many seconds. */
@@ -178,13 +179,18 @@ async function expectRequeuedRunFinished(
   ]);
 }
 
-async function addRepository(w: World, client: TestClient, name: string, files: Record<string, string>, syncStrategy?: 'FULL') {
-  const upstream = await createUpstream(gitServer, name, { files });
+async function addRepository(w: World, client: TestClient, name: string, files: Record<string, string>, syncStrategy?: 'FULL', branch?: string) {
+  const upstream = await createUpstream(gitServer, name, { files, ...(branch ? { branch } : {}) });
   const projectId = (await client.request(CreateProjectDocument, { name: `recovery-${name}` })).createProject.project.id;
   const { addRepository } = await client.request(AddRepositoryDocument, {
     input: { projectId, url: upstream.url, ...(syncStrategy ? { syncStrategy } : {}) },
   });
-  return { upstream, repositoryGlobalId: addRepository.repository.id, repositoryId: dbId(addRepository.repository.id) };
+  return {
+    upstream,
+    repositoryGlobalId: addRepository.repository.id,
+    repositoryId: dbId(addRepository.repository.id),
+    webhookSecret: addRepository.webhook.secret!,
+  };
 }
 
 function recoveryLog(server: ServerProcess): Record<string, unknown> | undefined {
@@ -429,5 +435,41 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
       gitServer.setFault('crash-embedded', null);
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+  it('a webhook delivery answered 202 right before a kill -9 is processed after the restart', async () => {
+    const w = await createWorld();
+    let server = await serve(w);
+    const client = new TestClient(server.url, w.token);
+    const name = 'crash-webhook';
+    // master: the branch the published push payload names.
+    const { upstream, repositoryId, webhookSecret } = await addRepository(w, client, name, { 'README.md': '# webhook\n' }, undefined, 'master');
+    const sha1 = await upstream.head();
+    await waitFor('initial sync', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED' && row.lastCommitSha === sha1);
+    await waitForIdle(w.db, repositoryId);
+
+    const sha2 = await upstream.commit({ 'after-crash.txt': 'after\n' });
+    const raw = await loadFixture('github-push-commits-drone.json');
+    const published = JSON.parse(raw.toString('utf8')) as { before: string; after: string };
+    const body = retarget(raw, { url: upstream.url, name }, { [published.before]: sha1, [published.after]: sha2 });
+    // The git host answers slowly, so no sync can finish between the answer and the kill.
+    gitServer.setFault(name, { kind: 'delay', ms: 5_000 });
+    const answer = await deliver(server.url, 'github', githubHeaders('push', body, webhookSecret, 'delivery-before-crash'), body);
+    expect(answer.status).toBe(202);
+    server.killGroup('SIGKILL');
+    expect((await server.waitForExit(15_000)).signal).toBe('SIGKILL');
+    gitServer.setFault(name, null);
+    const { rows: stored } = await w.db.query('SELECT "deliveryId" FROM "WebhookDelivery" WHERE "repositoryId" = $1', [repositoryId]);
+    expect(stored).toEqual([{ deliveryId: 'delivery-before-crash' }]);
+    expect((await repositoryRow(w.db, repositoryId)).lastCommitSha).toBe(sha1);
+
+    server = await serve(w);
+    await waitFor('the webhook sync after the restart', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED' && row.lastCommitSha === sha2);
+    await waitForIdle(w.db, repositoryId);
+    const webhookRuns = (await runsOf(w.db, repositoryId)).filter((run) => run.trigger === 'WEBHOOK');
+    expect(webhookRuns.map((run) => [run.status, run.toSha])).toContainEqual(['SUCCEEDED', sha2]);
+    const { rows: processed } = await w.db.query('SELECT outcome, "processedAt" FROM "WebhookDelivery" WHERE "repositoryId" = $1', [repositoryId]);
+    expect(processed).toHaveLength(1);
+    expect(processed[0].processedAt).not.toBeNull();
+    expect(['QUEUED', 'COALESCED']).toContain(processed[0].outcome);
   });
 });

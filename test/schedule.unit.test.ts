@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { maxConsecutiveFailures, maxIntervalMs, minIntervalMs, nextCheckAt } from '../src/sync/schedule.js';
+import { maxConsecutiveFailures, maxIntervalMs, minIntervalMs, nextCheckAt, webhookActive, webhookTrustMs } from '../src/sync/schedule.js';
 
 const now = new Date('2026-01-01T12:00:00Z');
 const hours = (h: number) => h * 60 * 60_000;
@@ -35,5 +35,12 @@ describe('nextCheckAt', () => {
 
   it('polls rarely when webhooks deliver', () => {
     expect(delay(nextCheckAt({ now, lastChangedAt: at(60_000), consecutiveFailures: 0, webhookActive: true, random: () => 0.5 }))).toBe(maxIntervalMs);
+  });
+
+  it('counts a webhook as working for a week after its last delivery', () => {
+    expect(webhookActive(null, now)).toBe(false);
+    expect(webhookActive(at(hours(1)), now)).toBe(true);
+    expect(webhookActive(at(webhookTrustMs - 1), now)).toBe(true);
+    expect(webhookActive(at(webhookTrustMs), now)).toBe(false);
   });
 });

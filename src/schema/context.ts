@@ -1,3 +1,4 @@
+import type { WebhookService } from '../sync/webhooks.js';
 import type { Config } from '../config.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
@@ -11,6 +12,7 @@ export interface Services {
   events: SyncEvents;
   repositories: RepositoryService;
   secretBox: SecretBox;
+  webhooks: WebhookService;
 }
 
 /** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */

@@ -7,6 +7,7 @@ import './syncRun.js';
 import './syncEvent.js';
 import './credential.js';
 import './ref.js';
+import './webhook.js';
 
 builder.queryType({});
 builder.mutationType({});

@@ -79,7 +79,7 @@ builder.queryFields((t) => ({
   ),
 }));
 
-const WebhookSetup = builder
+export const WebhookSetup = builder
   .objectRef<{ url: string; secret: string | null; autoConfigured: boolean }>('WebhookSetup')
   .implement({
     fields: (t) => ({

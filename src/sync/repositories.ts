@@ -11,6 +11,7 @@ import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs } from './refs.js';
 import { readRemote } from './remote.js';
 import { parseRepositoryUrl } from './repositoryUrl.js';
+import { generateWebhookSecret } from './webhooks.js';
 
 export interface AddRepositoryRequest {
   tenantId: string;
@@ -74,6 +75,8 @@ export class RepositoryService {
     if (!branch) throw new BadUserInputError(`${parsed.url} has no branches yet`);
     if (!remote.branches.has(branch)) throw new BadUserInputError(`branch "${branch}" does not exist in ${parsed.url}`);
 
+    // The registration's own webhook secret, for a hook set up by hand: shown once, below.
+    const webhookSecret = generateWebhookSecret();
     let repository: Repository;
     try {
       repository = await this.prisma.repository.create({
@@ -89,6 +92,7 @@ export class RepositoryService {
           defaultBranch: remote.defaultBranch,
           syncStrategy: request.syncStrategy ?? 'AUTO',
           credentialId: credential?.id ?? null,
+          webhookSecret: this.secretBox.encrypt(webhookSecret),
         },
       });
     } catch (error) {
@@ -100,7 +104,16 @@ export class RepositoryService {
     await recordRefs(this.prisma, repository, remote);
     await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' }, repository);
     this.logger.info({ repositoryId: repository.id, url: parsed.url, branch }, 'repository added');
-    return { repository, webhook: this.webhookSetup(provider) };
+    return { repository, webhook: this.webhookSetup(provider, webhookSecret) };
+  }
+
+  /** A new webhook secret for a registration; the old one stops verifying at once. Shown once. */
+  async rotateWebhookSecret(tenantId: string, repositoryId: string): Promise<{ repository: Repository; webhook: WebhookSetup }> {
+    const found = await this.find(tenantId, repositoryId);
+    const secret = generateWebhookSecret();
+    const repository = await this.prisma.repository.update({ where: { id: found.id }, data: { webhookSecret: this.secretBox.encrypt(secret) } });
+    this.logger.info({ repositoryId }, 'webhook secret rotated');
+    return { repository, webhook: this.webhookSetup(repository.provider, secret) };
   }
 
   async requestSync(tenantId: string, repositoryId: string, force: boolean): Promise<{ repository: Repository; run: SyncRun }> {
@@ -144,10 +157,10 @@ export class RepositoryService {
     return repository;
   }
 
-  private webhookSetup(provider: Provider): WebhookSetup {
+  private webhookSetup(provider: Provider, secret: string): WebhookSetup {
     // Gitea, Forgejo and other plain git hosts send GitHub-compatible hooks.
     const route = provider === 'GITLAB' ? 'gitlab' : 'github';
-    return { url: `${this.config.publicUrl}/webhooks/${route}`, secret: null, autoConfigured: false };
+    return { url: `${this.config.publicUrl}/webhooks/${route}`, secret, autoConfigured: false };
   }
 }
 

@@ -45,8 +45,15 @@ function withDates<T>(row: Record<string, unknown>, fields: readonly string[]): 
   return row as T;
 }
 
-const runDateFields = ['queuedAt', 'startedAt', 'finishedAt'] as const satisfies readonly (keyof SyncRun)[];
-const repositoryDateFields = ['lastSyncedAt', 'nextCheckAt', 'lastChangedAt', 'createdAt', 'updatedAt'] as const satisfies readonly (keyof Repository)[];
+/** The DateTime fields of a model. */
+type DateFields<T> = { [K in keyof T]-?: Date extends NonNullable<T[K]> ? K : never }[keyof T];
+/** Compiles only when `Listed` names every DateTime field of the model: a new one cannot be forgotten. */
+type EveryDateField<T, Listed> = [Exclude<DateFields<T>, Listed>] extends [never] ? true : false;
+
+const runDateFields = ['queuedAt', 'startedAt', 'finishedAt'] as const satisfies readonly DateFields<SyncRun>[];
+const repositoryDateFields = ['lastSyncedAt', 'nextCheckAt', 'lastChangedAt', 'lastWebhookAt', 'createdAt', 'updatedAt'] as const satisfies readonly DateFields<Repository>[];
+const everyDateField: [EveryDateField<SyncRun, (typeof runDateFields)[number]>, EveryDateField<Repository, (typeof repositoryDateFields)[number]>] = [true, true];
+void everyDateField;
 
 /**
  * Pending and running runs live in PostgreSQL. The unique

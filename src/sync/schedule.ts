@@ -5,6 +5,13 @@
 export const minIntervalMs = 60_000;
 export const maxIntervalMs = 8 * 60 * 60_000;
 export const maxConsecutiveFailures = 14;
+/** A webhook delivered within this long counts as working: polling drops to the safety net. */
+export const webhookTrustMs = 7 * 24 * 60 * 60_000;
+
+/** Whether the repository's webhook delivered recently enough to be relied on. */
+export function webhookActive(lastWebhookAt: Date | null, now: Date): boolean {
+  return lastWebhookAt !== null && now.getTime() - lastWebhookAt.getTime() < webhookTrustMs;
+}
 
 export interface ScheduleInput {
   now: Date;

@@ -11,7 +11,7 @@ import type { ClaimedRun } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
 import { redactSecrets } from './redact.js';
-import { maxConsecutiveFailures, nextCheckAt } from './schedule.js';
+import { maxConsecutiveFailures, nextCheckAt, webhookActive } from './schedule.js';
 
 export interface RunDependencies {
   prisma: Prisma;
@@ -138,7 +138,12 @@ async function sync(
   const finishedAt = new Date();
   const changed = result.head !== repository.lastCommitSha;
   const done = recorder.prepare('DONE', { status: 'SYNCED', commitSha: result.head });
-  const next = nextCheckAt({ now: finishedAt, lastChangedAt: changed ? finishedAt : changedAt(repository), consecutiveFailures: 0 });
+  const next = nextCheckAt({
+    now: finishedAt,
+    lastChangedAt: changed ? finishedAt : changedAt(repository),
+    consecutiveFailures: 0,
+    webhookActive: webhookActive(repository.lastWebhookAt, finishedAt),
+  });
   const [row] = await prisma.$queryRaw<EndedRow[]>`
     WITH run AS (
       UPDATE "SyncRun" SET
@@ -229,7 +234,7 @@ async function finishSkipped(
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
   const skipped = recorder.prepare('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
-  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0 });
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0, webhookActive: webhookActive(repository.lastWebhookAt, now) });
   // One statement: a check pass over thousands of unchanged repositories writes one row pair each.
   const [row] = await prisma.$queryRaw<EndedRow[]>`
     WITH ${refs ? PrismaNamespace.sql`${refsCtes(repository.id, refs, now)},` : PrismaNamespace.empty}
@@ -251,7 +256,7 @@ async function finishSkipped(
 async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: Repository, message: string): Promise<void> {
   const now = new Date();
   const failures = repository.consecutiveFailures + 1;
-  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: failures });
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: failures, webhookActive: webhookActive(repository.lastWebhookAt, now) });
   const lastError = next
     ? message
     : `${message} (scheduled checks stopped after ${maxConsecutiveFailures} consecutive failures; a manual sync or a webhook resumes them)`;
