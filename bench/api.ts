@@ -24,6 +24,12 @@ export async function addRepository(client: TestClient, projectId: string, url: 
   return (await client.request(AddRepositoryDocument, { input: { projectId, url } })).addRepository.repository.id;
 }
 
+/** addRepository, with the registration's webhook secret (shown once, in its payload). */
+export async function addRepositoryWithWebhook(client: TestClient, projectId: string, url: string): Promise<{ id: string; secret: string }> {
+  const { addRepository: added } = await client.request(AddRepositoryDocument, { input: { projectId, url } });
+  return { id: added.repository.id, secret: added.webhook.secret! };
+}
+
 export async function removeRepository(client: TestClient, repositoryId: string): Promise<void> {
   await client.request(RemoveRepositoryDocument, { repositoryId });
 }

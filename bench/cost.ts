@@ -22,7 +22,7 @@ export interface Cost {
 }
 
 /** Busy (non-idle, non-iowait) CPU time of the whole machine so far, in ms. */
-async function machineCpuMs(): Promise<number> {
+export async function machineCpuMs(): Promise<number> {
   const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
   const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
   const ticks = [user, nice, system, irq, softirq, steal].reduce<number>((sum, value) => sum + (value ?? 0), 0);

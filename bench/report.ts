@@ -4,8 +4,10 @@ import { median, round } from './timing.js';
 export interface Check {
   metric: string;
   value: number;
-  /** The value must be at most this. */
-  max: number;
+  /** The value must be at most this… */
+  max?: number;
+  /** …and at least this. */
+  min?: number;
 }
 
 export interface BenchResult {
@@ -32,7 +34,11 @@ export function benchResult(
   const ours = median(samples.ours);
   const baseline = median(samples.baseline);
   const ratio = round(ours / baseline, 3);
-  const checks = (extra.checks ?? []).map((check) => ({ ...check, value: round(check.value, 1), pass: check.value <= check.max }));
+  const checks = (extra.checks ?? []).map((check) => ({
+    ...check,
+    value: round(check.value, 1),
+    pass: (check.max === undefined || check.value <= check.max) && (check.min === undefined || check.value >= check.min),
+  }));
   return {
     name,
     ours_ms: round(ours),
@@ -59,12 +65,16 @@ export function formatTable(results: readonly BenchResult[]): string {
     String(result.baseline_ms),
     result.ratio.toFixed(2),
     `≤ ${result.target}`,
-    result.checks.map((check) => `${check.metric} ${check.value} (≤ ${check.max})${check.pass ? '' : ' ✗'}`).join(', ') || '-',
+    result.checks.map((check) => `${check.metric} ${check.value} (${bounds(check)})${check.pass ? '' : ' ✗'}`).join(', ') || '-',
     result.pass ? 'PASS' : 'MISS',
   ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+}
+
+function bounds(check: Check): string {
+  return [check.min === undefined ? null : `≥ ${check.min}`, check.max === undefined ? null : `≤ ${check.max}`].filter(Boolean).join(', ');
 }
 
 /** The per-benchmark details worth reading under the table (phase breakdowns, request counts). */

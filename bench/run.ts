@@ -9,6 +9,7 @@ import { initialSync } from './initialSync.js';
 import { noChange } from './noChange.js';
 import { formatDetails, formatTable, type BenchResult } from './report.js';
 import { round } from './timing.js';
+import { webhookAck, webhookFreshness, webhookStorm } from './webhooks.js';
 
 /**
  * `npm run bench`: each benchmark against the raw git tool doing the same
@@ -23,6 +24,9 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'initial-sync': initialSync,
   'incremental-100': incremental,
   'no-change-1000': noChange,
+  'webhook-ack': webhookAck,
+  'webhook-storm': webhookStorm,
+  'webhook-freshness': webhookFreshness,
 };
 
 // Profiled servers run slower: their results go beside the profiles, not over bench/results.json.

@@ -11,7 +11,7 @@ import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs } from './refs.js';
 import { readRemote } from './remote.js';
 import { parseRepositoryUrl } from './repositoryUrl.js';
-import { generateWebhookSecret } from './webhooks.js';
+import { generateWebhookSecret, identityKey } from './webhooks.js';
 
 export interface AddRepositoryRequest {
   tenantId: string;
@@ -93,6 +93,7 @@ export class RepositoryService {
           syncStrategy: request.syncStrategy ?? 'AUTO',
           credentialId: credential?.id ?? null,
           webhookSecret: this.secretBox.encrypt(webhookSecret),
+          identityKey: identityKey(parsed.host, parsed.name),
         },
       });
     } catch (error) {

@@ -64,41 +64,29 @@ void everyDateField;
 export class RunQueue {
   constructor(private readonly prisma: Prisma) {}
 
-  /** `queuedStatus`: the repository status the run's QUEUED phase records. */
+  /**
+   * Queues a run, or merges the trigger into the one already queued: one
+   * statement either way (an insert that, on the repository's QUEUED slot,
+   * becomes the merge). `queuedStatus`: the repository status the run's QUEUED
+   * phase records.
+   */
   async enqueue(request: TriggerRequest, queuedStatus: RepositoryStatus = 'PENDING'): Promise<EnqueueResult> {
     const priority = triggerPriority[request.trigger];
-    const log: PhaseLogEntry[] = [{ phase: 'QUEUED', status: queuedStatus, at: new Date().toISOString() }];
-    for (let attempt = 0; attempt < 5; attempt++) {
-      // Most triggers find no queued run: insert first, and merge only when the unique slot is taken.
-      const [created] = await this.prisma.syncRun.createManyAndReturn({
-        data: {
-          repositoryId: request.repositoryId,
-          tenantId: request.tenantId,
-          trigger: request.trigger,
-          priority,
-          force: Boolean(request.force),
-          targetSha: request.targetSha ?? null,
-          phaseLog: log as object[],
-        },
-        skipDuplicates: true,
-      });
-      if (created) return { run: created, coalesced: false };
-      const queued = await this.prisma.syncRun.findFirst({
-        where: { repositoryId: request.repositoryId, activeSlot: 'QUEUED' },
-      });
-      if (!queued) continue;
-      const [merged] = await this.prisma.syncRun.updateManyAndReturn({
-        where: { id: queued.id, status: 'QUEUED' },
-        data: {
-          triggerCount: { increment: 1 },
-          force: queued.force || Boolean(request.force),
-          ...(priority > queued.priority ? { priority, trigger: request.trigger } : {}),
-          ...(request.targetSha ? { targetSha: request.targetSha } : {}),
-        },
-      });
-      if (merged) return { run: merged, coalesced: true };
-    }
-    throw new Error(`could not queue a run for repository ${request.repositoryId}: too much contention`);
+    const now = new Date();
+    const log: PhaseLogEntry[] = [{ phase: 'QUEUED', status: queuedStatus, at: now.toISOString() }];
+    const [row] = await this.prisma.$queryRaw<{ run: Record<string, unknown>; inserted: boolean }[]>`
+      INSERT INTO "SyncRun" (id, "repositoryId", "tenantId", trigger, priority, force, "targetSha", "phaseLog", status, "activeSlot", phase, "queuedAt", "triggerCount")
+      VALUES (gen_random_uuid(), ${request.repositoryId}::uuid, ${request.tenantId}::uuid, ${request.trigger}::"SyncTrigger", ${priority},
+              ${Boolean(request.force)}, ${request.targetSha ?? null}, ${JSON.stringify(log)}::jsonb, 'QUEUED', 'QUEUED', 'QUEUED', ${now}, 1)
+      ON CONFLICT ("repositoryId", "activeSlot") DO UPDATE SET
+        "triggerCount" = "SyncRun"."triggerCount" + 1,
+        force = "SyncRun".force OR EXCLUDED.force,
+        priority = GREATEST("SyncRun".priority, EXCLUDED.priority),
+        trigger = CASE WHEN EXCLUDED.priority > "SyncRun".priority THEN EXCLUDED.trigger ELSE "SyncRun".trigger END,
+        "targetSha" = COALESCE(EXCLUDED."targetSha", "SyncRun"."targetSha")
+      RETURNING to_jsonb("SyncRun".*) AS run, (xmax = 0) AS inserted`;
+    if (!row) throw new Error(`could not queue a run for repository ${request.repositoryId}`);
+    return { run: withDates<SyncRun>(row.run, runDateFields), coalesced: !row.inserted };
   }
 
   /**

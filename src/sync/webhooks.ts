@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import PQueue from 'p-queue';
+import DataLoader from 'dataloader';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import type { Repository, WebhookDelivery, WebhookOutcome } from '../generated/prisma/client.js';
+import type { Repository, WebhookOutcome } from '../generated/prisma/client.js';
 import { parseGithubDelivery } from '../providers/github.js';
 import { parseGitlabDelivery } from '../providers/gitlab.js';
 import {
@@ -12,16 +12,17 @@ import {
   MalformedDelivery,
   type Headers,
   type ParsedDelivery,
+  type RepositoryIdentity,
   type WebhookAction,
   type WebhookProvider,
 } from '../providers/webhooks.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import type { SyncEngine } from './engine.js';
+import type { GitAuth } from './git.js';
 import { redactSecrets } from './redact.js';
 import { recordRefs } from './refs.js';
 import { readRemote } from './remote.js';
-import type { GitAuth } from './git.js';
 
 /** What the route answers: status and JSON body. */
 export interface WebhookAnswer {
@@ -45,19 +46,55 @@ export function generateWebhookSecret(): string {
   return randomBytes(32).toString('base64url');
 }
 
-type Registration = Pick<Repository, 'id' | 'tenantId' | 'webhookSecret'>;
+/** Repository.identityKey: how a payload's repository identity finds its registrations. */
+export function identityKey(host: string, name: string): string {
+  return `${host}/${name}`.toLowerCase();
+}
+
+interface Registration {
+  id: string;
+  tenantId: string;
+  webhookSecret: string | null;
+}
+
+interface NewDelivery {
+  tenantId: string;
+  repositoryId: string;
+  provider: WebhookProvider;
+  event: string;
+  deliveryId: string;
+  action: WebhookAction;
+}
+
+interface PendingDelivery {
+  id: string;
+  repositoryId: string;
+  action: WebhookAction;
+}
+
+// Requests that arrive in one turn of the event loop share one statement: under a burst of
+// deliveries the database sees a few statements per batch instead of two per delivery; alone,
+// a delivery waits for nothing.
+const sameTurn = { cache: false, batchScheduleFn: (callback: () => void) => setImmediate(callback), maxBatchSize: 500 } as const;
 
 /**
  * Webhook deliveries (SPEC §4): verified against every registration the
  * payload names, stored (one row per verified registration, unique by
  * delivery id, so a redelivery is a duplicate) before the answer, then
- * processed in the background. Deliveries stored but not processed (the
- * process stopped) are processed at the next start.
+ * processed in the background, in batches: a burst of pushes to a repository
+ * becomes one trigger, a ref moved many times one write. Deliveries stored but
+ * not processed (the process stopped) are processed at the next start.
  */
 export class WebhookService {
-  private readonly queue = new PQueue({ concurrency: 8 });
+  private readonly registrations: DataLoader<string, Registration[]>;
+  private readonly inserts: DataLoader<NewDelivery, string | null>;
+  private pending: PendingDelivery[] = [];
+  private draining: Promise<void> | null = null;
 
-  constructor(private readonly deps: WebhookDependencies) {}
+  constructor(private readonly deps: WebhookDependencies) {
+    this.registrations = new DataLoader((keys) => this.findRegistrations(keys), sameTurn);
+    this.inserts = new DataLoader((rows) => this.insertDeliveries(rows), sameTurn);
+  }
 
   async accept(provider: WebhookProvider, headers: Headers, body: Buffer): Promise<WebhookAnswer> {
     const proof = provider === 'GITHUB' ? header(headers, 'x-hub-signature-256') : header(headers, 'x-gitlab-token');
@@ -80,26 +117,25 @@ export class WebhookService {
       if (!providerWideValid) return { status: 401, body: { error: 'signature does not verify' } };
       return { status: 200, body: { ok: true, event: delivery.event } };
     }
-    const candidates = await this.deps.prisma.repository.findMany({
-      where: { host: delivery.identity.host, name: { equals: delivery.identity.name, mode: 'insensitive' } },
-      select: { id: true, tenantId: true, webhookSecret: true },
-    });
+    const candidates = await this.registrations.load(keyOf(delivery.identity));
     const verified = candidates.filter((registration) => providerWideValid || this.secretVerifies(registration, verifies));
     if (verified.length === 0) return { status: 401, body: { error: 'signature does not verify for any registration of this repository' } };
 
-    const created = await this.deps.prisma.webhookDelivery.createManyAndReturn({
-      data: verified.map((registration) => ({
-        tenantId: registration.tenantId,
-        repositoryId: registration.id,
-        provider,
-        event: delivery.event,
-        deliveryId: delivery.deliveryId,
-        action: delivery.action as object,
-      })),
-      skipDuplicates: true,
-    });
+    const stored = await Promise.all(
+      verified.map((registration) =>
+        this.inserts.load({
+          tenantId: registration.tenantId,
+          repositoryId: registration.id,
+          provider,
+          event: delivery.event,
+          deliveryId: delivery.deliveryId,
+          action: delivery.action,
+        }),
+      ),
+    );
+    const created = verified.flatMap((registration, index) => (stored[index] ? [{ id: stored[index], repositoryId: registration.id }] : []));
     if (created.length === 0) return { status: 200, body: { duplicate: true } };
-    for (const row of created) this.schedule(row);
+    this.enqueue(created.map((row) => ({ ...row, action: delivery.action })));
     const { action } = delivery;
     if (action.kind === 'ping') return { status: 200, body: { ok: true, event: delivery.event } };
     if (action.kind === 'ignored') return { status: 200, body: { ignored: action.reason } };
@@ -108,14 +144,46 @@ export class WebhookService {
 
   /** Deliveries stored but never processed (a process stopped after answering): processed now. */
   async processPending(): Promise<number> {
-    const pending = await this.deps.prisma.webhookDelivery.findMany({ where: { processedAt: null }, orderBy: { receivedAt: 'asc' } });
-    for (const row of pending) this.schedule(row);
-    return pending.length;
+    const rows = await this.deps.prisma.webhookDelivery.findMany({
+      where: { processedAt: null },
+      orderBy: { receivedAt: 'asc' },
+      select: { id: true, repositoryId: true, action: true },
+    });
+    this.enqueue(rows.map((row) => ({ id: row.id, repositoryId: row.repositoryId, action: row.action as unknown as WebhookAction })));
+    return rows.length;
   }
 
   /** Until every delivery handed to this process is processed. */
   async idle(): Promise<void> {
-    await this.queue.onIdle();
+    while (this.draining) await this.draining;
+  }
+
+  private async findRegistrations(keys: readonly string[]): Promise<Registration[][]> {
+    const rows = await this.deps.prisma.repository.findMany({
+      where: { identityKey: { in: [...new Set(keys)] } },
+      select: { id: true, tenantId: true, webhookSecret: true, identityKey: true },
+    });
+    return keys.map((key) => rows.filter((row) => row.identityKey === key));
+  }
+
+  /** One INSERT for the batch; per row the new delivery's id, or null when the registration had it already. */
+  private async insertDeliveries(rows: readonly NewDelivery[]): Promise<(string | null)[]> {
+    const now = new Date();
+    const inserted = await this.deps.prisma.$queryRaw<{ id: string; repositoryId: string; deliveryId: string }[]>`
+      INSERT INTO "WebhookDelivery" (id, "tenantId", "repositoryId", provider, event, "deliveryId", "receivedAt", action)
+      SELECT gen_random_uuid(), d."tenantId", d."repositoryId", d.provider::"Provider", d.event, d."deliveryId", ${now}, d.action
+      FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        AS d("tenantId" uuid, "repositoryId" uuid, provider text, event text, "deliveryId" text, action jsonb)
+      ON CONFLICT ("repositoryId", "deliveryId") DO NOTHING
+      RETURNING id, "repositoryId", "deliveryId"`;
+    const ids = new Map(inserted.map((row) => [`${row.repositoryId} ${row.deliveryId}`, row.id]));
+    // The same delivery twice in one batch: the first is new, the second a duplicate.
+    return rows.map((row) => {
+      const key = `${row.repositoryId} ${row.deliveryId}`;
+      const id = ids.get(key) ?? null;
+      ids.delete(key);
+      return id;
+    });
   }
 
   private secretVerifies(registration: Registration, verifies: (secret: string) => boolean): boolean {
@@ -128,106 +196,171 @@ export class WebhookService {
     }
   }
 
-  private schedule(row: WebhookDelivery): void {
-    void this.queue.add(() => this.process(row)).catch((error: unknown) => this.deps.logger.error({ err: error, deliveryId: row.id }, 'webhook processing crashed'));
+  private enqueue(deliveries: PendingDelivery[]): void {
+    if (deliveries.length === 0) return;
+    this.pending.push(...deliveries);
+    this.draining ??= this.drain().finally(() => (this.draining = null));
   }
 
-  /** Applies one delivery; idempotent, so processing it twice (two processes after a crash) is harmless. */
-  private async process(row: WebhookDelivery): Promise<void> {
+  /** Processes what is pending, batch after batch, until nothing is. */
+  private async drain(): Promise<void> {
+    while (this.pending.length) {
+      const batch = this.pending.splice(0, 2000);
+      try {
+        await this.processBatch(batch);
+      } catch (error) {
+        // Left unprocessed in the database: the next start takes them up again.
+        this.deps.logger.error({ err: error, deliveries: batch.length }, 'webhook processing failed');
+      }
+    }
+  }
+
+  /** Applies a batch, repository by repository; processing a delivery twice (after a crash) is harmless. */
+  private async processBatch(batch: PendingDelivery[]): Promise<void> {
     const { prisma } = this.deps;
-    let outcome: WebhookOutcome = 'IGNORED';
-    let error: string | null = null;
-    try {
-      const repository = await prisma.repository.findUnique({ where: { id: row.repositoryId } });
-      if (!repository) return;
-      outcome = await this.apply(repository, row.action as unknown as WebhookAction);
-    } catch (caught) {
-      outcome = 'FAILED';
-      error = redactSecrets(caught instanceof Error ? caught.message : String(caught));
-      this.deps.logger.warn({ deliveryId: row.deliveryId, repositoryId: row.repositoryId, err: error }, 'webhook delivery failed');
+    const byRepository = new Map<string, PendingDelivery[]>();
+    for (const delivery of batch) {
+      const list = byRepository.get(delivery.repositoryId) ?? [];
+      list.push(delivery);
+      byRepository.set(delivery.repositoryId, list);
     }
-    await prisma.webhookDelivery.updateMany({ where: { id: row.id }, data: { outcome, error, processedAt: new Date() } });
-  }
-
-  private async apply(repository: Repository, action: WebhookAction): Promise<WebhookOutcome> {
-    const { prisma, engine } = this.deps;
-    if (action.kind === 'ping' || action.kind === 'ignored') return 'IGNORED';
-    if (action.kind === 'pull-request') {
-      await this.recordPullRequest(repository.id, action);
-      return 'IGNORED';
-    }
+    const repositories = await prisma.repository.findMany({ where: { id: { in: [...byRepository.keys()] } } });
     const now = new Date();
-    await prisma.repository.update({ where: { id: repository.id }, data: { lastWebhookAt: now } });
-    const tracked = `refs/heads/${repository.branch}`;
-    if (action.kind === 'ref-created') {
-      // GitHub's create event names no commit: the listing says where the new ref points.
-      await this.deps.assertHostAllowed(repository.url);
-      const auth = await this.deps.authFor(repository);
-      const remote = await readRemote(repository.url, {
-        timeoutMs: Math.min(this.deps.config.gitTimeoutMs, this.deps.config.gitIdleTimeoutMs),
-        ...(auth ? { auth } : {}),
-      });
-      await recordRefs(prisma, repository, remote);
-      return 'IGNORED';
-    }
-    const deleted = action.kind === 'ref-deleted' || action.after === null;
-    if (action.ref === tracked && deleted) {
-      await this.setRef(repository.id, action.ref, null);
-      await prisma.repository.update({
-        where: { id: repository.id },
-        data: { status: 'FAILED', lastError: `branch "${repository.branch}" was deleted upstream (webhook); the last synced copy is kept` },
-      });
-      return 'IGNORED';
-    }
-    if (action.kind === 'push' && action.ref === tracked && action.after) {
-      await this.setRef(repository.id, action.ref, action.after);
-      const { coalesced } = await engine.trigger(
-        { repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'WEBHOOK', targetSha: action.after },
-        repository,
-      );
-      return coalesced ? 'COALESCED' : 'QUEUED';
-    }
-    await this.setRef(repository.id, action.ref, action.kind === 'push' ? action.after : null);
-    return 'IGNORED';
+    const touched = repositories.filter((repository) => byRepository.get(repository.id)!.some(({ action }) => refersToCode(action)));
+    if (touched.length) await prisma.repository.updateMany({ where: { id: { in: touched.map((repository) => repository.id) } }, data: { lastWebhookAt: now } });
+
+    const outcomes: { id: string; outcome: WebhookOutcome; error: string | null }[] = [];
+    await Promise.all(
+      repositories.map(async (repository) => {
+        const deliveries = byRepository.get(repository.id)!;
+        try {
+          outcomes.push(...(await this.applyAll(repository, deliveries)));
+        } catch (caught) {
+          const error = redactSecrets(caught instanceof Error ? caught.message : String(caught));
+          this.deps.logger.warn({ repositoryId: repository.id, err: error }, 'webhook deliveries failed');
+          outcomes.push(...deliveries.map(({ id }) => ({ id, outcome: 'FAILED' as const, error })));
+        }
+      }),
+    );
+    // Deliveries of repositories removed meanwhile went with them (cascade).
+    if (outcomes.length === 0) return;
+    await prisma.$executeRaw`
+      UPDATE "WebhookDelivery" AS delivery SET outcome = result.outcome::"WebhookOutcome", error = result.error, "processedAt" = ${now}
+      FROM jsonb_to_recordset(${JSON.stringify(outcomes)}::jsonb) AS result(id uuid, outcome text, error text)
+      WHERE delivery.id = result.id`;
   }
 
   /**
-   * One ref from a delivery. The stored listing digest is cleared, so the next
+   * The net effect of one repository's deliveries, in the order they arrived:
+   * the last word on the tracked branch (one trigger, or FAILED when it was
+   * deleted), each other ref's last state, each pull request's newest state.
+   */
+  private async applyAll(repository: Repository, deliveries: PendingDelivery[]): Promise<{ id: string; outcome: WebhookOutcome; error: string | null }[]> {
+    const tracked = `refs/heads/${repository.branch}`;
+    const outcome = new Map<string, { outcome: WebhookOutcome; error: string | null }>();
+    const refs = new Map<string, string | null>();
+    const pulls = new Map<number, Extract<WebhookAction, { kind: 'pull-request' }>>();
+    const refreshedBy: string[] = [];
+    // The last word on the tracked branch: its head (null: deleted) and the deliveries it answers.
+    const trackedHead: { sha: string | null; deliveries: string[] } = { sha: null, deliveries: [] };
+
+    for (const { id, action } of deliveries) {
+      outcome.set(id, { outcome: 'IGNORED', error: null });
+      if (action.kind === 'pull-request') {
+        const stored = pulls.get(action.number);
+        if (!stored || !stored.updatedAt || !action.updatedAt || action.updatedAt >= stored.updatedAt) pulls.set(action.number, action);
+      } else if (action.kind === 'ref-created') {
+        refreshedBy.push(id);
+      } else if (action.kind === 'ref-deleted' || action.kind === 'push') {
+        const sha = action.kind === 'push' ? action.after : null;
+        // The tracked branch's ref is written by the sync the push queues (its CHECK lists every ref).
+        if (action.ref !== tracked || sha === null) refs.set(action.ref, sha);
+        else refs.delete(action.ref);
+        if (action.ref === tracked) {
+          // A deletion ends the pushes before it; pushes after a deletion recreate the branch.
+          if (sha === null || trackedHead.sha === null) trackedHead.deliveries = [];
+          trackedHead.deliveries.push(id);
+          trackedHead.sha = sha;
+        }
+      }
+    }
+
+    if (refreshedBy.length) {
+      // GitHub's create event names no commit: the remote's listing says where every ref is now.
+      try {
+        await this.deps.assertHostAllowed(repository.url);
+        const auth = await this.deps.authFor(repository);
+        const remote = await readRemote(repository.url, {
+          timeoutMs: Math.min(this.deps.config.gitTimeoutMs, this.deps.config.gitIdleTimeoutMs),
+          ...(auth ? { auth } : {}),
+        });
+        await recordRefs(this.deps.prisma, repository, remote);
+      } catch (caught) {
+        const error = redactSecrets(caught instanceof Error ? caught.message : String(caught));
+        for (const id of refreshedBy) outcome.set(id, { outcome: 'FAILED', error });
+      }
+    }
+    // A listing read just now already holds every ref's state.
+    if (!refreshedBy.length || refreshedBy.some((id) => outcome.get(id)?.outcome === 'FAILED')) await this.setRefs(repository.id, refs);
+    for (const action of pulls.values()) await this.recordPullRequest(repository.id, action);
+
+    if (trackedHead.sha && trackedHead.sha === repository.lastCommitSha && repository.status === 'SYNCED') {
+      // A redelivery, or a second hook, naming the commit the copy is at: nothing to sync.
+      trackedHead.deliveries.forEach((id) => outcome.set(id, { outcome: 'IGNORED', error: null }));
+    } else if (trackedHead.sha) {
+      const { coalesced } = await this.deps.engine.trigger(
+        { repositoryId: repository.id, tenantId: repository.tenantId, trigger: 'WEBHOOK', targetSha: trackedHead.sha },
+        repository,
+      );
+      trackedHead.deliveries.forEach((id, index) => outcome.set(id, { outcome: index === 0 && !coalesced ? 'QUEUED' : 'COALESCED', error: null }));
+    } else if (trackedHead.deliveries.length) {
+      await this.deps.prisma.repository.update({
+        where: { id: repository.id },
+        data: { status: 'FAILED', lastError: `branch "${repository.branch}" was deleted upstream (webhook); the last synced copy is kept` },
+      });
+    }
+    return [...outcome].map(([id, result]) => ({ id, ...result }));
+  }
+
+  /**
+   * Refs from deliveries. The stored listing digest is cleared, so the next
    * CHECK rewrites the refs from the remote's own listing whatever happened here.
    */
-  private async setRef(repositoryId: string, ref: string, sha: string | null): Promise<void> {
+  private async setRefs(repositoryId: string, refs: Map<string, string | null>): Promise<void> {
     const { prisma } = this.deps;
-    const kind = ref.startsWith('refs/heads/') ? 'BRANCH' : ref.startsWith('refs/tags/') ? 'TAG' : null;
-    if (!kind) return;
-    const name = ref.slice(kind === 'BRANCH' ? 'refs/heads/'.length : 'refs/tags/'.length);
-    const key = { repositoryId_kind_name: { repositoryId, kind, name } } as const;
-    if (sha === null) await prisma.ref.deleteMany({ where: { repositoryId, kind, name } });
-    else await prisma.ref.upsert({ where: key, create: { repositoryId, kind, name, sha }, update: { sha } });
-    await prisma.repository.update({ where: { id: repositoryId }, data: { refsDigest: null } });
+    let changed = false;
+    for (const [ref, sha] of refs) {
+      const kind = ref.startsWith('refs/heads/') ? 'BRANCH' : ref.startsWith('refs/tags/') ? 'TAG' : null;
+      if (!kind) continue;
+      const name = ref.slice(kind === 'BRANCH' ? 'refs/heads/'.length : 'refs/tags/'.length);
+      if (sha === null) await prisma.ref.deleteMany({ where: { repositoryId, kind, name } });
+      else await prisma.ref.upsert({ where: { repositoryId_kind_name: { repositoryId, kind, name } }, create: { repositoryId, kind, name, sha }, update: { sha } });
+      changed = true;
+    }
+    if (changed) await prisma.repository.update({ where: { id: repositoryId }, data: { refsDigest: null } });
   }
 
   /** Newest state of a pull/merge request; a delivery older than the stored one changes nothing. */
   private async recordPullRequest(repositoryId: string, action: Extract<WebhookAction, { kind: 'pull-request' }>): Promise<void> {
-    const { prisma } = this.deps;
     const providerUpdatedAt = action.updatedAt ? new Date(action.updatedAt) : null;
-    const data = { title: action.title, state: action.state, headSha: action.headSha, baseBranch: action.baseBranch, providerUpdatedAt };
-    const existing = await prisma.pullRequest.findUnique({ where: { repositoryId_number: { repositoryId, number: action.number } } });
-    if (!existing) {
-      try {
-        await prisma.pullRequest.create({ data: { repositoryId, number: action.number, ...data } });
-        return;
-      } catch {
-        // created meanwhile by another delivery: compare with it below
-      }
-    }
-    await prisma.pullRequest.updateMany({
-      where: {
-        repositoryId,
-        number: action.number,
-        ...(providerUpdatedAt ? { OR: [{ providerUpdatedAt: null }, { providerUpdatedAt: { lte: providerUpdatedAt } }] } : {}),
-      },
-      data,
-    });
+    const now = new Date();
+    await this.deps.prisma.$executeRaw`
+      INSERT INTO "PullRequest" (id, "repositoryId", number, title, state, "headSha", "baseBranch", "providerUpdatedAt", "updatedAt")
+      VALUES (gen_random_uuid(), ${repositoryId}::uuid, ${action.number}, ${action.title}, ${action.state}::"PullRequestState",
+              ${action.headSha}, ${action.baseBranch}, ${providerUpdatedAt}, ${now})
+      ON CONFLICT ("repositoryId", number) DO UPDATE SET
+        title = EXCLUDED.title, state = EXCLUDED.state, "headSha" = EXCLUDED."headSha", "baseBranch" = EXCLUDED."baseBranch",
+        "providerUpdatedAt" = EXCLUDED."providerUpdatedAt", "updatedAt" = EXCLUDED."updatedAt"
+      WHERE "PullRequest"."providerUpdatedAt" IS NULL OR EXCLUDED."providerUpdatedAt" IS NULL
+        OR "PullRequest"."providerUpdatedAt" <= EXCLUDED."providerUpdatedAt"`;
   }
 }
 
+function keyOf(identity: RepositoryIdentity): string {
+  return identityKey(identity.host, identity.name);
+}
+
+/** Deliveries about the code (not pings or unused events) show the hook works: polling can relax. */
+function refersToCode(action: WebhookAction): boolean {
+  return action.kind !== 'ping' && action.kind !== 'ignored';
+}

@@ -5,8 +5,12 @@ CREATE TYPE "PullRequestState" AS ENUM ('OPEN', 'CLOSED', 'MERGED');
 CREATE TYPE "WebhookOutcome" AS ENUM ('QUEUED', 'COALESCED', 'IGNORED', 'DUPLICATE', 'FAILED');
 
 -- AlterTable
-ALTER TABLE "Repository" ADD COLUMN     "lastWebhookAt" TIMESTAMP(3),
+ALTER TABLE "Repository" ADD COLUMN     "identityKey" TEXT,
+ADD COLUMN     "lastWebhookAt" TIMESTAMP(3),
 ADD COLUMN     "webhookSecret" TEXT;
+
+-- Backfill: repositories added before webhooks are found by their identity too.
+UPDATE "Repository" SET "identityKey" = lower("host" || '/' || "name");
 
 -- CreateTable
 CREATE TABLE "PullRequest" (
@@ -54,6 +58,9 @@ CREATE INDEX "WebhookDelivery_processedAt_idx" ON "WebhookDelivery"("processedAt
 
 -- CreateIndex
 CREATE UNIQUE INDEX "WebhookDelivery_repositoryId_deliveryId_key" ON "WebhookDelivery"("repositoryId", "deliveryId");
+
+-- CreateIndex
+CREATE INDEX "Repository_identityKey_idx" ON "Repository"("identityKey");
 
 -- AddForeignKey
 ALTER TABLE "PullRequest" ADD CONSTRAINT "PullRequest_repositoryId_fkey" FOREIGN KEY ("repositoryId") REFERENCES "Repository"("id") ON DELETE CASCADE ON UPDATE CASCADE;
