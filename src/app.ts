@@ -86,6 +86,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     authFor: (repository) => repositories.authFor(repository),
     assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
   });
+  repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
   const services: Services = { config, engine, events, repositories, secretBox, webhooks };
 
   await recover(db, runQueue, lease, logger);

@@ -323,12 +323,17 @@ describe('webhooks end to end', { timeout: 120_000 }, () => {
     const body = retarget(await loadFixture('github-ping-repo-octokit.json'), r.target);
     expect((await deliver(testApp.url, 'github', githubHeaders('ping', body, r.secret), body)).status).toBe(401);
     expect(await deliver(testApp.url, 'github', githubHeaders('ping', body, fresh), body)).toMatchObject({ status: 200, body: { ok: true } });
+    // A secret changed by another instance (straight in the database, so this process's brief
+    // cache of registrations still holds the old one) verifies at once: a failed check reads again.
+    const elsewhere = 'rotated-by-another-instance-0123456789abcdef';
+    await testApp.app.db.prisma.repository.update({ where: { id: r.dbId }, data: { webhookSecret: testApp.app.services.secretBox.encrypt(elsewhere) } });
+    expect(await deliver(testApp.url, 'github', githubHeaders('ping', body, elsewhere), body)).toMatchObject({ status: 200, body: { ok: true } });
     // Another tenant cannot rotate it.
     const other = await testApp.client('initech');
     await expect(other.request(RotateWebhookSecretDocument, { repositoryId: r.id })).rejects.toThrow(/NOT_FOUND|not found/i);
   });
 
-  it('malformed bodies and missing event headers are 400, bodies over 25 MiB 413, and nothing is stored', async () => {
+  it('malformed bodies and missing event headers are 400, bodies over 25 MiB 413 (nothing stored); unused events 200 and IGNORED', async () => {
     const r = await register('hooks/limits');
     const count = await deliveries(r.dbId);
     const notJson = Buffer.from('{"ref": "refs/heads/master",');
@@ -336,9 +341,20 @@ describe('webhooks end to end', { timeout: 120_000 }, () => {
     const body = retarget(await loadFixture('github-push-commits-drone.json'), r.target);
     const { 'X-GitHub-Event': _event, ...noEvent } = githubHeaders('push', body, r.secret);
     expect((await deliver(testApp.url, 'github', noEvent, body)).status).toBe(400);
+    // An event this service does not use: 200 (GitLab disables hooks that keep failing), stored as IGNORED.
+    const issues = githubHeaders('issues', body, r.secret);
+    expect(await deliver(testApp.url, 'github', issues, body)).toEqual({ status: 200, body: { ignored: 'event "issues" is not used' } });
+    const gitlabUnknown = Buffer.from(JSON.stringify({ object_kind: 'wiki_page', project: { path_with_namespace: r.target.name, git_http_url: r.target.url } }));
+    expect((await deliver(testApp.url, 'gitlab', gitlabHeaders('Wiki Page Hook', r.secret), gitlabUnknown)).status).toBe(200);
+    await settled(r);
+    const ignored = await testApp.app.db.prisma.webhookDelivery.findMany({ where: { repositoryId: r.dbId }, select: { event: true, outcome: true } });
+    expect(ignored).toEqual(expect.arrayContaining([{ event: 'issues', outcome: 'IGNORED' }, { event: 'Wiki Page Hook', outcome: 'IGNORED' }]));
+    const afterUnknown = await deliveries(r.dbId);
+
     const huge = Buffer.alloc(25 * 1024 * 1024 + 1, 0x20);
     expect((await deliver(testApp.url, 'github', githubHeaders('push', huge, r.secret), huge)).status).toBe(413);
-    expect(await deliveries(r.dbId)).toBe(count);
+    expect(count).toBe(0);
+    expect(await deliveries(r.dbId)).toBe(afterUnknown);
     const wrongMethod = await fetch(`${testApp.url}/webhooks/github`);
     expect(wrongMethod.status).toBe(405);
   });

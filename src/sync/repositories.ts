@@ -44,6 +44,9 @@ export class RepositoryService {
     private readonly logger: Logger,
   ) {}
 
+  /** Told whenever a webhook registration is added, removed or gets a new secret (webhooks.ts caches them briefly). */
+  onRegistrationsChanged: () => void = () => undefined;
+
   async add(request: AddRepositoryRequest): Promise<{ repository: Repository; webhook: WebhookSetup }> {
     const project = await this.prisma.project.findFirst({ where: { id: request.projectId, tenantId: request.tenantId } });
     if (!project) throw new NotFoundError('project');
@@ -103,6 +106,7 @@ export class RepositoryService {
       throw error;
     }
     await recordRefs(this.prisma, repository, remote);
+    this.onRegistrationsChanged();
     await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' }, repository);
     this.logger.info({ repositoryId: repository.id, url: parsed.url, branch }, 'repository added');
     return { repository, webhook: this.webhookSetup(provider, webhookSecret) };
@@ -113,6 +117,7 @@ export class RepositoryService {
     const found = await this.find(tenantId, repositoryId);
     const secret = generateWebhookSecret();
     const repository = await this.prisma.repository.update({ where: { id: found.id }, data: { webhookSecret: this.secretBox.encrypt(secret) } });
+    this.onRegistrationsChanged();
     this.logger.info({ repositoryId }, 'webhook secret rotated');
     return { repository, webhook: this.webhookSetup(repository.provider, secret) };
   }
@@ -129,6 +134,7 @@ export class RepositoryService {
     await this.find(tenantId, repositoryId);
     await this.engine.cancelRepository(repositoryId);
     await this.prisma.repository.deleteMany({ where: { id: repositoryId, tenantId } });
+    this.onRegistrationsChanged();
     await this.copies.remove(repositoryId);
     this.logger.info({ repositoryId }, 'repository removed');
   }

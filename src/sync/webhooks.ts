@@ -72,10 +72,46 @@ interface PendingDelivery {
   action: WebhookAction;
 }
 
-// Requests that arrive in one turn of the event loop share one statement: under a burst of
-// deliveries the database sees a few statements per batch instead of two per delivery; alone,
-// a delivery waits for nothing.
-const sameTurn = { cache: false, batchScheduleFn: (callback: () => void) => setImmediate(callback), maxBatchSize: 500 } as const;
+/** How long a registration read serves later deliveries of the same repository. */
+const registrationCacheMs = 1000;
+/** Under a burst, how long processing lets deliveries gather before the next batch. */
+const burstGatherMs = 20;
+
+/**
+ * Batching for a DataLoader: a batch goes out at the end of the event-loop turn, or, while the
+ * previous batch is still at the database, as soon as that one is back. Alone, a delivery waits
+ * for nothing; under a burst, everything that arrives during a round trip shares the next
+ * statement (a few statements per batch instead of two per delivery).
+ */
+function oneAtATime<K, V>(load: (keys: readonly K[]) => Promise<V[]>): DataLoader<K, V> {
+  let inFlight = 0;
+  const waiting: (() => void)[] = [];
+  const release = () => {
+    inFlight--;
+    waiting.shift()?.();
+  };
+  return new DataLoader<K, V>(
+    async (keys) => {
+      try {
+        return await load(keys);
+      } finally {
+        release();
+      }
+    },
+    {
+      cache: false,
+      maxBatchSize: 1000,
+      batchScheduleFn: (dispatch) => {
+        const go = () => {
+          inFlight++;
+          dispatch();
+        };
+        if (inFlight === 0) setImmediate(go);
+        else waiting.push(go);
+      },
+    },
+  );
+}
 
 /**
  * Webhook deliveries (SPEC §4): verified against every registration the
@@ -92,8 +128,8 @@ export class WebhookService {
   private draining: Promise<void> | null = null;
 
   constructor(private readonly deps: WebhookDependencies) {
-    this.registrations = new DataLoader((keys) => this.findRegistrations(keys), sameTurn);
-    this.inserts = new DataLoader((rows) => this.insertDeliveries(rows), sameTurn);
+    this.registrations = oneAtATime((keys) => this.findRegistrations(keys));
+    this.inserts = oneAtATime((rows) => this.insertDeliveries(rows));
   }
 
   async accept(provider: WebhookProvider, headers: Headers, body: Buffer): Promise<WebhookAnswer> {
@@ -117,8 +153,12 @@ export class WebhookService {
       if (!providerWideValid) return { status: 401, body: { error: 'signature does not verify' } };
       return { status: 200, body: { ok: true, event: delivery.event } };
     }
-    const candidates = await this.registrations.load(keyOf(delivery.identity));
-    const verified = candidates.filter((registration) => providerWideValid || this.secretVerifies(registration, verifies));
+    const key = keyOf(delivery.identity);
+    const check = (candidates: Registration[]) => candidates.filter((registration) => providerWideValid || this.secretVerifies(registration, verifies));
+    let verified = check(await this.recentRegistrations(key));
+    // Nothing verified against what was read a moment ago: a registration may be new, or its secret
+    // rotated by another instance, so the database decides before the 401.
+    if (verified.length === 0) verified = check(await this.freshRegistrations(key));
     if (verified.length === 0) return { status: 401, body: { error: 'signature does not verify for any registration of this repository' } };
 
     const stored = await Promise.all(
@@ -140,6 +180,27 @@ export class WebhookService {
     if (action.kind === 'ping') return { status: 200, body: { ok: true, event: delivery.event } };
     if (action.kind === 'ignored') return { status: 200, body: { ignored: action.reason } };
     return { status: 202, body: { accepted: created.length } };
+  }
+
+  /** Registrations by identity, as read at most a second ago (a burst of deliveries reads them once). */
+  private readonly recent = new Map<string, { at: number; registrations: Registration[] }>();
+
+  private async recentRegistrations(key: string): Promise<Registration[]> {
+    const cached = this.recent.get(key);
+    if (cached && Date.now() - cached.at < registrationCacheMs) return cached.registrations;
+    return this.freshRegistrations(key);
+  }
+
+  private async freshRegistrations(key: string): Promise<Registration[]> {
+    const registrations = await this.registrations.load(key);
+    if (this.recent.size >= 10_000) this.recent.clear();
+    this.recent.set(key, { at: Date.now(), registrations });
+    return registrations;
+  }
+
+  /** Forgets what was read about a repository's registrations (this process added, rotated or removed one). */
+  forgetRegistrations(): void {
+    this.recent.clear();
   }
 
   /** Deliveries stored but never processed (a process stopped after answering): processed now. */
@@ -174,6 +235,8 @@ export class WebhookService {
       SELECT gen_random_uuid(), d."tenantId", d."repositoryId", d.provider::"Provider", d.event, d."deliveryId", ${now}, d.action
       FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
         AS d("tenantId" uuid, "repositoryId" uuid, provider text, event text, "deliveryId" text, action jsonb)
+      -- A registration removed since it was looked up takes nothing (rather than failing the batch).
+      WHERE EXISTS (SELECT 1 FROM "Repository" WHERE id = d."repositoryId")
       ON CONFLICT ("repositoryId", "deliveryId") DO NOTHING
       RETURNING id, "repositoryId", "deliveryId"`;
     const ids = new Map(inserted.map((row) => [`${row.repositoryId} ${row.deliveryId}`, row.id]));
@@ -202,10 +265,18 @@ export class WebhookService {
     this.draining ??= this.drain().finally(() => (this.draining = null));
   }
 
-  /** Processes what is pending, batch after batch, until nothing is. */
+  /**
+   * Processes what is pending, batch after batch, until nothing is. Under a
+   * burst (the last batch held more than one delivery) it lets the next batch
+   * gather for a moment: the answers went out already, and a bigger batch
+   * costs the database the same few statements.
+   */
   private async drain(): Promise<void> {
+    let last = 0;
     while (this.pending.length) {
+      if (last > 1) await new Promise((resolve) => setTimeout(resolve, burstGatherMs));
       const batch = this.pending.splice(0, 2000);
+      last = batch.length;
       try {
         await this.processBatch(batch);
       } catch (error) {
@@ -226,8 +297,7 @@ export class WebhookService {
     }
     const repositories = await prisma.repository.findMany({ where: { id: { in: [...byRepository.keys()] } } });
     const now = new Date();
-    const touched = repositories.filter((repository) => byRepository.get(repository.id)!.some(({ action }) => refersToCode(action)));
-    if (touched.length) await prisma.repository.updateMany({ where: { id: { in: touched.map((repository) => repository.id) } }, data: { lastWebhookAt: now } });
+    const touched = repositories.filter((repository) => byRepository.get(repository.id)!.some(({ action }) => refersToCode(action))).map((repository) => repository.id);
 
     const outcomes: { id: string; outcome: WebhookOutcome; error: string | null }[] = [];
     await Promise.all(
@@ -242,9 +312,11 @@ export class WebhookService {
         }
       }),
     );
-    // Deliveries of repositories removed meanwhile went with them (cascade).
+    // Deliveries of repositories removed meanwhile went with them (cascade). One statement records
+    // every outcome and when the repositories' hooks last delivered (polling relaxes after that).
     if (outcomes.length === 0) return;
     await prisma.$executeRaw`
+      WITH hooked AS (UPDATE "Repository" SET "lastWebhookAt" = ${now} WHERE id = ANY(SELECT jsonb_array_elements_text(${JSON.stringify(touched)}::jsonb)::uuid))
       UPDATE "WebhookDelivery" AS delivery SET outcome = result.outcome::"WebhookOutcome", error = result.error, "processedAt" = ${now}
       FROM jsonb_to_recordset(${JSON.stringify(outcomes)}::jsonb) AS result(id uuid, outcome text, error text)
       WHERE delivery.id = result.id`;
