@@ -76,6 +76,8 @@ interface PendingDelivery {
 const registrationCacheMs = 1000;
 /** Under a burst, how long processing lets deliveries gather before the next batch. */
 const burstGatherMs = 20;
+/** After the database failed a processing batch, when it is tried again. */
+const retryMs = 5000;
 
 /**
  * Batching for a DataLoader: a batch goes out at the end of the event-loop turn, or, while the
@@ -155,10 +157,11 @@ export class WebhookService {
     }
     const key = keyOf(delivery.identity);
     const check = (candidates: Registration[]) => candidates.filter((registration) => providerWideValid || this.secretVerifies(registration, verifies));
-    let verified = check(await this.recentRegistrations(key));
+    const known = await this.recentRegistrations(key);
+    let verified = check(known.registrations);
     // Nothing verified against what was read a moment ago: a registration may be new, or its secret
     // rotated by another instance, so the database decides before the 401.
-    if (verified.length === 0) verified = check(await this.freshRegistrations(key));
+    if (verified.length === 0 && !known.fresh) verified = check(await this.freshRegistrations(key));
     if (verified.length === 0) return { status: 401, body: { error: 'signature does not verify for any registration of this repository' } };
 
     const stored = await Promise.all(
@@ -185,10 +188,10 @@ export class WebhookService {
   /** Registrations by identity, as read at most a second ago (a burst of deliveries reads them once). */
   private readonly recent = new Map<string, { at: number; registrations: Registration[] }>();
 
-  private async recentRegistrations(key: string): Promise<Registration[]> {
+  private async recentRegistrations(key: string): Promise<{ registrations: Registration[]; fresh: boolean }> {
     const cached = this.recent.get(key);
-    if (cached && Date.now() - cached.at < registrationCacheMs) return cached.registrations;
-    return this.freshRegistrations(key);
+    if (cached && Date.now() - cached.at < registrationCacheMs) return { registrations: cached.registrations, fresh: false };
+    return { registrations: await this.freshRegistrations(key), fresh: true };
   }
 
   private async freshRegistrations(key: string): Promise<Registration[]> {
@@ -280,8 +283,10 @@ export class WebhookService {
       try {
         await this.processBatch(batch);
       } catch (error) {
-        // Left unprocessed in the database: the next start takes them up again.
-        this.deps.logger.error({ err: error, deliveries: batch.length }, 'webhook processing failed');
+        // The database failed us (a repository's own problems are its deliveries' FAILED outcome).
+        // Still unprocessed in the database: tried again shortly, and by the next start in any case.
+        this.deps.logger.error({ err: error, deliveries: batch.length }, 'webhook processing failed; retrying');
+        setTimeout(() => this.enqueue(batch), retryMs).unref();
       }
     }
   }
