@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import DataLoader from 'dataloader';
+import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Repository, WebhookOutcome } from '../generated/prisma/client.js';
@@ -76,6 +77,8 @@ interface PendingDelivery {
 const registrationCacheMs = 1000;
 /** Under a burst, how long processing lets deliveries gather before the next batch. */
 const burstGatherMs = 20;
+/** Repositories of a batch processed at once. */
+const processingLanes = 4;
 /** After the database failed a processing batch, when it is tried again. */
 const retryMs = 5000;
 
@@ -305,8 +308,10 @@ export class WebhookService {
     const touched = repositories.filter((repository) => byRepository.get(repository.id)!.some(({ action }) => refersToCode(action))).map((repository) => repository.id);
 
     const outcomes: { id: string; outcome: WebhookOutcome; error: string | null }[] = [];
+    // A few repositories at a time: the database pool stays free for the deliveries being accepted.
+    const lanes = new PQueue({ concurrency: processingLanes });
     await Promise.all(
-      repositories.map(async (repository) => {
+      repositories.map((repository) => lanes.add(async () => {
         const deliveries = byRepository.get(repository.id)!;
         try {
           outcomes.push(...(await this.applyAll(repository, deliveries)));
@@ -315,7 +320,7 @@ export class WebhookService {
           this.deps.logger.warn({ repositoryId: repository.id, err: error }, 'webhook deliveries failed');
           outcomes.push(...deliveries.map(({ id }) => ({ id, outcome: 'FAILED' as const, error })));
         }
-      }),
+      })),
     );
     // Deliveries of repositories removed meanwhile went with them (cascade). One statement records
     // every outcome and when the repositories' hooks last delivered (polling relaxes after that).
