@@ -82,6 +82,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     engine,
     secretBox,
     config,
+    listingTimeoutMs: git.exchangeTimeoutMs,
     logger,
     authFor: (repository) => repositories.authFor(repository),
     assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),

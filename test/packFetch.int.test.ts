@@ -7,24 +7,16 @@ import { hasObject, WorkingCopies } from '../src/storage/workingCopies.js';
 import { Git, GitError } from '../src/sync/git.js';
 import { fetchPack, type FetchPackOptions } from '../src/sync/packFetch.js';
 import { createUpstream, git, type Upstream } from './support/gitFixtures.js';
+import { expectGitError as expectCleanGitError } from './support/gitErrors.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 
 const password = 'pack-fetch-Secret-4b1';
 const auth = { username: 'alice', password };
 const service = new Git({ timeoutMs: 30_000, idleTimeoutMs: 30_000 });
 
-async function expectGitError(promise: Promise<unknown>, failure: GitError['failure'], message: RegExp): Promise<GitError> {
-  const error = await promise.then(
-    () => {
-      throw new Error('expected a GitError');
-    },
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(GitError);
-  expect((error as GitError).failure).toBe(failure);
-  expect((error as GitError).message).toMatch(message);
-  expect((error as GitError).message).not.toContain(password);
-  return error as GitError;
+/** A GitError of this kind, with no trace of the test credentials. */
+function expectGitError(promise: Promise<unknown>, failure: GitError['failure'], message: RegExp): Promise<GitError> {
+  return expectCleanGitError(promise, failure, message, auth);
 }
 
 /** Objects reachable from `want` but not from `have`: what a pack on top of `have` must carry. */

@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GitError } from '../src/sync/git.js';
 import { readRemote, type RemoteState } from '../src/sync/remote.js';
 import { createUpstream, git, type Upstream } from './support/gitFixtures.js';
+import { expectGitError as expectCleanGitError } from './support/gitErrors.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 
 const password = 'ls-refs-Secret-9f3';
@@ -27,19 +28,9 @@ async function gitLsRemote(url: string, env: NodeJS.ProcessEnv = {}): Promise<Re
   return state;
 }
 
-async function expectGitError(promise: Promise<unknown>, failure: GitError['failure'], message: RegExp): Promise<GitError> {
-  const error = await promise.then(
-    () => {
-      throw new Error('expected a GitError');
-    },
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(GitError);
-  expect((error as GitError).failure).toBe(failure);
-  expect((error as GitError).message).toMatch(message);
-  expect((error as GitError).message).not.toContain(password);
-  expect((error as GitError).message).not.toContain(Buffer.from(`alice:${password}`).toString('base64'));
-  return error as GitError;
+/** A GitError of this kind, with no trace of the test credentials. */
+function expectGitError(promise: Promise<unknown>, failure: GitError['failure'], message: RegExp): Promise<GitError> {
+  return expectCleanGitError(promise, failure, message, auth);
 }
 
 describe('readRemote: the CHECK ref listing over smart HTTP, without spawning git', { timeout: 30_000 }, () => {

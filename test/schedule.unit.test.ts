@@ -34,7 +34,9 @@ describe('nextCheckAt', () => {
   });
 
   it('polls rarely when webhooks deliver', () => {
-    expect(delay(nextCheckAt({ now, lastChangedAt: at(60_000), consecutiveFailures: 0, webhookActive: true, random: () => 0.5 }))).toBe(maxIntervalMs);
+    expect(delay(nextCheckAt({ now, lastChangedAt: at(60_000), consecutiveFailures: 0, lastWebhookAt: at(hours(1)), random: () => 0.5 }))).toBe(maxIntervalMs);
+    // A hook silent for longer than the trust window: polling follows upstream changes again.
+    expect(delay(nextCheckAt({ now, lastChangedAt: at(60_000), consecutiveFailures: 0, lastWebhookAt: at(webhookTrustMs), random: () => 0.5 }))).toBe(minIntervalMs);
   });
 
   it('counts a webhook as working for a week after its last delivery', () => {

@@ -63,9 +63,7 @@ export class WorkingCopies {
    */
   async setTrackingRef(repositoryId: string, branch: string, sha: string): Promise<void> {
     if (!/^[0-9a-f]{40,64}$/.test(sha)) throw new Error(`not an object id: ${sha}`);
-    if (branch.split('/').some((part) => !part || part.startsWith('.') || part.endsWith('.lock')) || /[\0-\x20\x7f~^:?*[\\]|\.\.|@\{/.test(branch)) {
-      throw new Error(`not a valid branch name: ${JSON.stringify(branch)}`);
-    }
+    if (!isValidBranchName(branch)) throw new Error(`not a valid branch name: ${JSON.stringify(branch)}`);
     const file = path.join(this.pathOf(repositoryId), '.git', 'refs', 'remotes', 'origin', ...branch.split('/'));
     await mkdir(path.dirname(file), { recursive: true });
     const temporary = `${file}.${randomUUID()}.tmp`;
@@ -134,6 +132,16 @@ export class WorkingCopies {
   }
 }
 
+/** A name git accepts for a branch (git check-ref-format's rules), at most 255 characters. */
+export function isValidBranchName(name: string): boolean {
+  return (
+    name.length > 0 &&
+    name.length <= 255 &&
+    !/(^[-/.])|([/.]$)|\.\.|\/\/|@\{|[\u0000-\u0020\u007f~^:?*[\\]|\.lock(\/|$)/.test(name) &&
+    !name.split('/').some((part) => part.startsWith('.'))
+  );
+}
+
 /**
  * Whether the object store holds an object: a loose file, or an entry of a
  * pack index (version 2: a 256-entry fan-out table, then the sorted ids,
@@ -159,12 +167,10 @@ async function packIndexHolds(file: string, id: Buffer): Promise<boolean> {
     await handle.read(header, 0, 8, 0);
     // "\377tOc" version 2; version 1 indexes (no header) are not written by any git of this century.
     if (header.readUInt32BE(0) !== 0xff744f63 || header.readUInt32BE(4) !== 2) return false;
-    const fanout = Buffer.alloc(8);
+    // Fan-out entry b (after the header) counts the ids whose first byte is at most b.
     const first = id[0]!;
-    // Entries with a first byte below ours end at fanout[first - 1]; ours end at fanout[first].
-    await handle.read(fanout, 0, 8, 8 + 4 * (first - 1));
-    let low = first === 0 ? 0 : fanout.readUInt32BE(0);
-    let high = first === 0 ? (await readUInt32(handle, 8)) : fanout.readUInt32BE(4);
+    let low = first === 0 ? 0 : await readUInt32(handle, 8 + 4 * (first - 1));
+    let high = await readUInt32(handle, 8 + 4 * first);
     const entry = Buffer.alloc(id.length);
     const idsAt = 8 + 256 * 4;
     while (low < high) {

@@ -5,7 +5,7 @@ import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
-import type { WorkingCopies } from '../storage/workingCopies.js';
+import { isValidBranchName, type WorkingCopies } from '../storage/workingCopies.js';
 import type { SyncEngine } from './engine.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs } from './refs.js';
@@ -30,7 +30,6 @@ export interface WebhookSetup {
 }
 
 // git check-ref-format rules that matter for a branch name given by a user.
-const badBranch = /(^[-/.])|([/.]$)|\.\.|\/\/|@\{|[\u0000-\u0020\u007f~^:?*[\\]|\.lock(\/|$)/;
 
 /** Adding, syncing and removing repositories: the service behind the mutations. */
 export class RepositoryService {
@@ -52,7 +51,7 @@ export class RepositoryService {
     if (!project) throw new NotFoundError('project');
     const parsed = await parseRepositoryUrl(request.url, this.urlPolicy());
     const branchInput = request.branch?.trim() || parsed.webUrlBranch || null;
-    if (branchInput !== null && (branchInput.length > 255 || badBranch.test(branchInput))) {
+    if (branchInput !== null && !isValidBranchName(branchInput)) {
       throw new BadUserInputError('branch is not a valid git branch name');
     }
     const credential = request.credentialId

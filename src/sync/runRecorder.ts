@@ -60,16 +60,7 @@ export class RunRecorder {
   /** Publishes the last logged phase, already written by the caller (a run's claim writes CHECKING). */
   publishLast(): void {
     const entry = this.log.at(-1);
-    if (!entry) return;
-    this.events.publish({
-      repositoryId: this.repositoryId,
-      runId: this.runId,
-      status: entry.status,
-      phase: entry.phase,
-      message: entry.message ?? null,
-      commitSha: entry.commitSha ?? null,
-      progress: null,
-    });
+    if (entry) this.publishEntry(entry);
   }
 
   /**
@@ -84,20 +75,19 @@ export class RunRecorder {
     if (message) entry.message = message;
     if (options.commitSha) entry.commitSha = options.commitSha;
     this.log.push(entry);
-    const status = this.status;
-    return {
-      data: { phase, phaseLog: [...this.log] as object[] },
-      publish: () =>
-        this.events.publish({
-          repositoryId: this.repositoryId,
-          runId: this.runId,
-          status,
-          phase,
-          message: message ?? null,
-          commitSha: options.commitSha ?? null,
-          progress: phase === 'DONE' ? 1 : null,
-        }),
-    };
+    return { data: { phase, phaseLog: [...this.log] as object[] }, publish: () => this.publishEntry(entry) };
+  }
+
+  private publishEntry(entry: PhaseLogEntry): void {
+    this.events.publish({
+      repositoryId: this.repositoryId,
+      runId: this.runId,
+      status: entry.status,
+      phase: entry.phase,
+      message: entry.message ?? null,
+      commitSha: entry.commitSha ?? null,
+      progress: entry.phase === 'DONE' ? 1 : null,
+    });
   }
 
   progress(phase: SyncPhase, fraction: number, message: string): void {

@@ -18,8 +18,8 @@ export interface ScheduleInput {
   /** Last time upstream was seen to change (or when the repository was added). */
   lastChangedAt: Date;
   consecutiveFailures: number;
-  /** A webhook delivered recently: polling is only a safety net. */
-  webhookActive?: boolean;
+  /** When a webhook last delivered: recently ⇒ polling is only a safety net. */
+  lastWebhookAt?: Date | null;
   random?: () => number;
 }
 
@@ -27,7 +27,7 @@ export interface ScheduleInput {
 export function nextCheckAt(input: ScheduleInput): Date | null {
   if (input.consecutiveFailures >= maxConsecutiveFailures) return null;
   const sinceChange = Math.max(0, input.now.getTime() - input.lastChangedAt.getTime());
-  let interval = input.webhookActive ? maxIntervalMs : clamp(sinceChange / 2);
+  let interval = webhookActive(input.lastWebhookAt ?? null, input.now) ? maxIntervalMs : clamp(sinceChange / 2);
   if (input.consecutiveFailures > 0) interval = clamp(Math.max(interval, minIntervalMs) * 2 ** input.consecutiveFailures);
   const jitter = 1 + ((input.random ?? Math.random)() * 2 - 1) * 0.05;
   return new Date(input.now.getTime() + interval * jitter);

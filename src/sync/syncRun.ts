@@ -11,7 +11,7 @@ import type { ClaimedRun } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
 import { redactSecrets } from './redact.js';
-import { maxConsecutiveFailures, nextCheckAt, webhookActive } from './schedule.js';
+import { maxConsecutiveFailures, nextCheckAt } from './schedule.js';
 
 export interface RunDependencies {
   prisma: Prisma;
@@ -142,7 +142,7 @@ async function sync(
     now: finishedAt,
     lastChangedAt: changed ? finishedAt : changedAt(repository),
     consecutiveFailures: 0,
-    webhookActive: webhookActive(repository.lastWebhookAt, finishedAt),
+    lastWebhookAt: repository.lastWebhookAt,
   });
   const [row] = await prisma.$queryRaw<EndedRow[]>`
     WITH run AS (
@@ -164,6 +164,11 @@ async function sync(
 
 interface EndedRow {
   queued: { id: string; priority: number } | null;
+}
+
+/** The CHECK's refs as the first common table expressions of a run's statement (none when unchanged). */
+function refsFirst(repositoryId: string, refs: RefsChange | null, now: Date): PrismaNamespace.Sql {
+  return refs ? PrismaNamespace.sql`${refsCtes(repositoryId, refs, now)},` : PrismaNamespace.empty;
 }
 
 /** For the RETURNING clause of a run's final statement: the run queued behind it, if any (one round trip fewer per run). */
@@ -193,14 +198,14 @@ async function beginTransfer(
   const now = new Date();
   const step = recorder.prepare(strategy === 'FULL' ? 'CLONING' : 'FETCHING', { status: 'SYNCING' });
   await prisma.$executeRaw`
-    WITH ${refs ? PrismaNamespace.sql`${refsCtes(repository.id, refs, now)},` : PrismaNamespace.empty}
+    WITH ${refsFirst(repository.id, refs, now)}
     run AS (
       UPDATE "SyncRun" SET
         phase = ${step.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(step.data.phaseLog)}::jsonb, strategy = ${strategy}::"SyncStrategy"
       WHERE id = ${recorder.runId}::uuid
     )
     UPDATE "Repository" SET
-      status = 'SYNCING', "refsDigest" = ${refs?.digest ?? repository.refsDigest}, "updatedAt" = ${now}
+      status = 'SYNCING', "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "updatedAt" = ${now}
     WHERE id = ${repository.id}::uuid`;
   step.publish();
 }
@@ -234,10 +239,10 @@ async function finishSkipped(
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
   const skipped = recorder.prepare('SKIPPED', { status, commitSha: sha, message: 'already at the upstream head' });
-  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0, webhookActive: webhookActive(repository.lastWebhookAt, now) });
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: 0, lastWebhookAt: repository.lastWebhookAt });
   // One statement: a check pass over thousands of unchanged repositories writes one row pair each.
   const [row] = await prisma.$queryRaw<EndedRow[]>`
-    WITH ${refs ? PrismaNamespace.sql`${refsCtes(repository.id, refs, now)},` : PrismaNamespace.empty}
+    WITH ${refsFirst(repository.id, refs, now)}
     run AS (
       UPDATE "SyncRun" SET
         status = 'SKIPPED', "activeSlot" = NULL, "toSha" = ${sha}, "filesChanged" = 0, "bytesReceived" = 0, "finishedAt" = ${now},
@@ -246,7 +251,7 @@ async function finishSkipped(
     )
     UPDATE "Repository" SET
       status = ${status}::"RepositoryStatus", "lastError" = NULL, "consecutiveFailures" = 0, "nextCheckAt" = ${next},
-      "refsDigest" = ${refs?.digest ?? repository.refsDigest}, "updatedAt" = ${now}
+      "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "updatedAt" = ${now}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;
   skipped.publish();
@@ -256,7 +261,7 @@ async function finishSkipped(
 async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: Repository, message: string): Promise<void> {
   const now = new Date();
   const failures = repository.consecutiveFailures + 1;
-  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: failures, webhookActive: webhookActive(repository.lastWebhookAt, now) });
+  const next = nextCheckAt({ now, lastChangedAt: changedAt(repository), consecutiveFailures: failures, lastWebhookAt: repository.lastWebhookAt });
   const lastError = next
     ? message
     : `${message} (scheduled checks stopped after ${maxConsecutiveFailures} consecutive failures; a manual sync or a webhook resumes them)`;

@@ -35,7 +35,9 @@ export interface WebhookDependencies {
   prisma: Prisma;
   engine: SyncEngine;
   secretBox: SecretBox;
-  config: Pick<Config, 'githubWebhookSecret' | 'gitlabWebhookSecret' | 'gitTimeoutMs' | 'gitIdleTimeoutMs'>;
+  config: Pick<Config, 'githubWebhookSecret' | 'gitlabWebhookSecret'>;
+  /** Limit of a ref listing (Git.exchangeTimeoutMs, as the CHECK uses). */
+  listingTimeoutMs: number;
   logger: Logger;
   authFor(repository: Repository): Promise<GitAuth | undefined>;
   /** Re-checks the repository's host right before this process connects to it. */
@@ -372,10 +374,7 @@ export class WebhookService {
       try {
         await this.deps.assertHostAllowed(repository.url);
         const auth = await this.deps.authFor(repository);
-        const remote = await readRemote(repository.url, {
-          timeoutMs: Math.min(this.deps.config.gitTimeoutMs, this.deps.config.gitIdleTimeoutMs),
-          ...(auth ? { auth } : {}),
-        });
+        const remote = await readRemote(repository.url, { timeoutMs: this.deps.listingTimeoutMs, ...(auth ? { auth } : {}) });
         await recordRefs(this.deps.prisma, repository, remote);
       } catch (caught) {
         const error = redactSecrets(caught instanceof Error ? caught.message : String(caught));
