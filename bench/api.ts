@@ -5,6 +5,7 @@ import {
   CreateProjectDocument,
   RemoveRepositoryDocument,
   SyncStatusDocument,
+  type ArchivePolicy,
   type SyncStatusSubscription,
 } from '../test/generated/graphql.js';
 import { GraphQLRequestError, type GraphQLErrorShape, type TestClient } from '../test/support/client.js';
@@ -20,13 +21,18 @@ export async function createProject(client: TestClient, name: string): Promise<s
   return (await client.request(CreateProjectDocument, { name })).createProject.project.id;
 }
 
-export async function addRepository(client: TestClient, projectId: string, url: string): Promise<string> {
-  return (await client.request(AddRepositoryDocument, { input: { projectId, url } })).addRepository.repository.id;
+/**
+ * The sync benchmarks compare a sync with git doing the same transfer, so
+ * their repositories are not archived (archivePolicy NONE); archiving is
+ * measured by its own benchmarks (archives.ts).
+ */
+export async function addRepository(client: TestClient, projectId: string, url: string, archivePolicy: ArchivePolicy = 'NONE'): Promise<string> {
+  return (await client.request(AddRepositoryDocument, { input: { projectId, url, archivePolicy } })).addRepository.repository.id;
 }
 
 /** addRepository, with the registration's webhook secret (shown once, in its payload). */
 export async function addRepositoryWithWebhook(client: TestClient, projectId: string, url: string): Promise<{ id: string; secret: string }> {
-  const { addRepository: added } = await client.request(AddRepositoryDocument, { input: { projectId, url } });
+  const { addRepository: added } = await client.request(AddRepositoryDocument, { input: { projectId, url, archivePolicy: 'NONE' } });
   return { id: added.repository.id, secret: added.webhook.secret! };
 }
 

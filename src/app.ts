@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
@@ -17,6 +18,10 @@ import { parseRepositoryUrl } from './sync/repositoryUrl.js';
 import { RunQueue } from './sync/runQueue.js';
 import { Scheduler } from './sync/scheduler.js';
 import { createStrategies } from './sync/strategies.js';
+import { Archiver } from './sync/archiver.js';
+import { Evictor } from './sync/eviction.js';
+import { RepositoryFiles } from './sync/repositoryFiles.js';
+import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from './storage/archiveStore.js';
 import { WebhookService } from './sync/webhooks.js';
 
 export interface App {
@@ -25,6 +30,7 @@ export interface App {
   db: Database;
   engine: SyncEngine;
   scheduler: Scheduler;
+  evictor: Evictor;
   services: Services;
   http: HttpServer;
   /** Base URL the server listens on. */
@@ -50,11 +56,18 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   await copies.init();
   const git = new Git({ timeoutMs: config.gitTimeoutMs, idleTimeoutMs: config.gitIdleTimeoutMs });
   const events = new SyncEvents();
+  const store = openArchiveStore(config);
+  const evictor = new Evictor(db.prisma, copies, store, logger, {
+    budgetBytes: config.archive.localBudgetBytes,
+    maxIdleMs: config.archive.localMaxIdleMs,
+  });
   const runQueue = new RunQueue(db.prisma);
   const metrics = createMetrics(async () => {
     const groups = await db.prisma.repository.groupBy({ by: ['status'], _count: { _all: true } });
     return Object.fromEntries(groups.map((group) => [group.status, group._count._all]));
   });
+
+  const archiver = new Archiver(db.prisma, store, git, copies, logger, metrics, config.archive);
 
   // Names this process in SyncRun.claimedBy; the lease tells other instances it is alive.
   const instanceId = `${process.pid}-${randomUUID()}`;
@@ -67,6 +80,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       git,
       copies,
       strategies: createStrategies(git, copies),
+      archiver,
       events,
       logger,
       resolveAuth: (repository) => repositories.authFor(repository),
@@ -74,9 +88,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     },
     runQueue,
     metrics,
-    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId },
+    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId, afterSync: () => evictor.request() },
   );
-  repositories = new RepositoryService(db.prisma, engine, git, copies, secretBox, config, logger);
+  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, secretBox, config, logger);
   const webhooks = new WebhookService({
     prisma: db.prisma,
     engine,
@@ -88,7 +102,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
   });
   repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
-  const services: Services = { config, engine, events, repositories, secretBox, webhooks };
+  const files = new RepositoryFiles(db.prisma, git, copies, store);
+  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks };
 
   await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
@@ -102,7 +117,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   // PORT=0 binds a free port; the webhook URL handed to hosts must name it.
   if (!config.publicUrlConfigured) config.publicUrl = url;
-  logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir }, 'RepoLens Sync is serving');
+  logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir, archives: store.urlOf('') }, 'RepoLens Sync is serving');
 
   const resumed = await engine.resumeQueued();
   if (resumed) logger.info({ runs: resumed }, 'resumed queued sync runs');
@@ -110,6 +125,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const pendingDeliveries = await webhooks.processPending();
   if (pendingDeliveries) logger.info({ deliveries: pendingDeliveries }, 'processing webhook deliveries accepted before the restart');
   scheduler.start();
+  // Idle copies age out even when no run finishes to start a pass.
+  evictor.request();
+  const evictionTimer = evictor.enabled ? setInterval(() => evictor.request(), 60_000).unref() : undefined;
   // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over.
   const sweep =
     db.kind === 'postgresql' && config.orphanSweepMs > 0
@@ -127,22 +145,30 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     db,
     engine,
     scheduler,
+    evictor,
     services,
     http,
     url,
     close() {
       closing ??= (async () => {
         clearInterval(sweep);
+        clearInterval(evictionTimer);
         await scheduler.stop();
         await http.close();
         await webhooks.idle();
         await engine.shutdown(config.shutdownGraceMs);
+        await evictor.idle();
         await lease.release();
         if (!options.db) await db.close();
       })();
       return closing;
     },
   };
+}
+
+/** S3 when S3_BUCKET is set, else $DATA_DIR/archives (SPEC §2). */
+function openArchiveStore(config: Config): ArchiveStore {
+  return config.s3 ? new S3ArchiveStore(config.s3) : new LocalArchiveStore(path.join(config.dataDir, 'archives'));
 }
 
 /**

@@ -34,6 +34,20 @@ const schema = z
     REPOLENS_ORPHAN_SWEEP_MS: z.coerce.number().int().min(0).default(30_000),
     GITHUB_WEBHOOK_SECRET: z.string().min(1).optional(),
     GITLAB_WEBHOOK_SECRET: z.string().min(1).optional(),
+    S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name').optional(),
+    S3_ENDPOINT: optionalUrl,
+    S3_REGION: z.string().min(1).optional(),
+    S3_FORCE_PATH_STYLE: flag,
+    AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
+    AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+    AWS_SESSION_TOKEN: z.string().min(1).optional(),
+    REPOLENS_KEEP_SNAPSHOTS: positiveInt(10),
+    REPOLENS_LOCAL_BUDGET_BYTES: z.coerce.number().int().positive().optional(),
+    REPOLENS_LOCAL_MAX_IDLE_MS: z.coerce.number().int().positive().optional(),
+    REPOLENS_RESTORE_MAX_BYTES: positiveInt(64 * 1024 ** 3),
+    REPOLENS_RESTORE_MAX_ENTRIES: positiveInt(2_000_000),
+    REPOLENS_ARCHIVE_RETRY_MS: z.coerce.number().int().min(0).default(1000),
+    REPOLENS_ARCHIVE_COLLECT_GRACE_MS: z.coerce.number().int().min(0).default(15 * 60_000),
     GITHUB_API_URL: z.url().default('https://api.github.com'),
     GITLAB_URL: z.url().default('https://gitlab.com'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -60,6 +74,31 @@ const schema = z
       /** Provider-wide webhook secrets: they verify deliveries for every registration. */
       githubWebhookSecret: env.GITHUB_WEBHOOK_SECRET,
       gitlabWebhookSecret: env.GITLAB_WEBHOOK_SECRET,
+      /** S3 when a bucket is named, else $DATA_DIR/archives (SPEC §2). */
+      s3: env.S3_BUCKET
+        ? {
+            bucket: env.S3_BUCKET,
+            endpoint: env.S3_ENDPOINT,
+            region: env.S3_REGION,
+            forcePathStyle: env.S3_FORCE_PATH_STYLE,
+            credentials:
+              env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+                ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, sessionToken: env.AWS_SESSION_TOKEN }
+                : undefined,
+          }
+        : undefined,
+      archive: {
+        keepSnapshots: env.REPOLENS_KEEP_SNAPSHOTS,
+        /** Working copies above this many bytes in all are evicted, least recently used first (archived ones only). */
+        localBudgetBytes: env.REPOLENS_LOCAL_BUDGET_BYTES,
+        /** Archived working copies unused for this long are evicted. */
+        localMaxIdleMs: env.REPOLENS_LOCAL_MAX_IDLE_MS,
+        restoreLimits: { maxBytes: env.REPOLENS_RESTORE_MAX_BYTES, maxEntries: env.REPOLENS_RESTORE_MAX_ENTRIES },
+        /** First wait between attempts to store an archive (doubled each time, three attempts). */
+        retryMs: env.REPOLENS_ARCHIVE_RETRY_MS,
+        /** Unreferenced archive objects younger than this survive a collection. */
+        collectGraceMs: env.REPOLENS_ARCHIVE_COLLECT_GRACE_MS,
+      },
       githubApiUrl: env.GITHUB_API_URL,
       gitlabUrl: env.GITLAB_URL,
       logLevel: env.LOG_LEVEL,

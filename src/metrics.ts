@@ -8,6 +8,8 @@ export interface Metrics {
   queueDepth: Gauge;
   runningRuns: Gauge;
   repositoriesByStatus: Gauge<'status'>;
+  archiveDuration: Histogram<'part' | 'outcome'>;
+  archiveObjects: Counter<'part'>;
 }
 
 /** One registry per app instance, so tests can run several apps in one process. */
@@ -33,6 +35,19 @@ export function createMetrics(countRepositoriesByStatus: () => Promise<Record<st
       help: 'Duration of sync runs',
       labelNames: ['trigger', 'outcome'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600],
+      registers: [registry],
+    }),
+    archiveDuration: new Histogram({
+      name: 'repolens_archive_duration_seconds',
+      help: 'Time to store a commit in the archive store: snapshot (.tar.gz) or per-file artifacts (blobs + manifest)',
+      labelNames: ['part', 'outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600],
+      registers: [registry],
+    }),
+    archiveObjects: new Counter({
+      name: 'repolens_archive_objects_uploaded_total',
+      help: 'Objects written to the archive store: snapshot, blob, manifest',
+      labelNames: ['part'],
       registers: [registry],
     }),
     queueDepth: new Gauge({ name: 'repolens_sync_queue_depth', help: 'Runs waiting in this process', registers: [registry] }),

@@ -29,7 +29,7 @@ async function harness(env: Record<string, string> = {}): Promise<Harness> {
   return { app, client, projectId };
 }
 
-async function addSynced(h: Harness, server: GitServer, name: string, input: { branch?: string } = {}) {
+async function addSynced(h: Harness, server: GitServer, name: string, input: { branch?: string; archivePolicy?: 'NONE' } = {}) {
   const upstream = await createUpstream(server, name);
   if (input.branch) await upstream.createBranch(input.branch);
   const { addRepository } = await h.client.request(AddRepositoryDocument, {
@@ -115,13 +115,25 @@ describe('engine: failures and self-healing', () => {
     expect(healed.state.lastCommitSha).toBe(await upstream.head());
   });
 
-  it('re-clones a working copy that is not a valid repository', async () => {
-    const { upstream, repository, copy } = await addSynced(h, server, 'not-a-repo');
+  it('re-clones a working copy that is not a valid repository (no snapshot to restore)', async () => {
+    const { upstream, repository, copy } = await addSynced(h, server, 'not-a-repo', { archivePolicy: 'NONE' });
     await rm(path.join(copy, '.git'), { recursive: true });
     const { state, run } = await syncAndWait(h, repository.id);
     expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL' });
     expect(state.status).toBe('SYNCED');
     expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(await upstream.head());
+  });
+
+  it('restores a working copy that is not a valid repository from its snapshot, without a transfer', async () => {
+    const { upstream, repository, copy } = await addSynced(h, server, 'not-a-repo-archived');
+    await rm(path.join(copy, '.git'), { recursive: true });
+    const { state, run } = await syncAndWait(h, repository.id);
+    expect(run).toMatchObject({ status: 'SKIPPED', toSha: await upstream.head() });
+    const log = (await h.app.app.db.prisma.syncRun.findUniqueOrThrow({ where: { id: dbId(run.id) } })).phaseLog as { phase: string }[];
+    expect(log.map((entry) => entry.phase)).toContain('RESTORING');
+    expect(state.status).toBe('SYNCED');
+    expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(await upstream.head());
+    expect(await git(['status', '--porcelain'], { cwd: copy })).toBe('');
   });
 
   it('fetches from a host that speaks only protocol v0 with git fetch; the copy keeps a normal remote-tracking ref', async () => {

@@ -4,12 +4,16 @@ import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import type { SyncEngine } from '../sync/engine.js';
 import type { SyncEvents } from '../sync/events.js';
+import type { RepositoryFiles } from '../sync/repositoryFiles.js';
+import type { WorkingCopies } from '../storage/workingCopies.js';
 import type { RepositoryService } from '../sync/repositories.js';
 
 export interface Services {
   config: Config;
   engine: SyncEngine;
   events: SyncEvents;
+  copies: WorkingCopies;
+  files: RepositoryFiles;
   repositories: RepositoryService;
   secretBox: SecretBox;
   webhooks: WebhookService;

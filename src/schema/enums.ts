@@ -1,4 +1,4 @@
-import { Provider, RepositoryStatus, SyncPhase, SyncRunStatus, SyncStrategy, SyncTrigger } from '../generated/prisma/enums.js';
+import { ArchivePolicy, Provider, RepositoryStatus, SyncPhase, SyncRunStatus, SyncStrategy, SyncTrigger } from '../generated/prisma/enums.js';
 import { builder } from './builder.js';
 
 export const ProviderEnum = builder.enumType(Provider, { name: 'Provider' });
@@ -7,6 +7,10 @@ export const SyncStrategyEnum = builder.enumType(SyncStrategy, { name: 'SyncStra
 export const SyncTriggerEnum = builder.enumType(SyncTrigger, { name: 'SyncTrigger' });
 export const SyncRunStatusEnum = builder.enumType(SyncRunStatus, { name: 'SyncRunStatus' });
 export const SyncPhaseEnum = builder.enumType(SyncPhase, { name: 'SyncPhase' });
+export const ArchivePolicyEnum = builder.enumType(ArchivePolicy, {
+  name: 'ArchivePolicy',
+  description: 'when a synced commit is archived (snapshot and per-file artifacts)',
+});
 
 builder.scalarType('DateTime', {
   description: 'An ISO-8601 timestamp in UTC',

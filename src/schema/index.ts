@@ -8,6 +8,7 @@ import './syncEvent.js';
 import './credential.js';
 import './ref.js';
 import './webhook.js';
+import './archive.js';
 
 builder.queryType({});
 builder.mutationType({});

@@ -1,5 +1,5 @@
 import { builder } from './builder.js';
-import { ProviderEnum, RepositoryStatusEnum, SyncStrategyEnum } from './enums.js';
+import { ArchivePolicyEnum, ProviderEnum, RepositoryStatusEnum, SyncStrategyEnum } from './enums.js';
 import { NotFoundError } from '../errors.js';
 import { parseGlobalId } from './globalId.js';
 import { pageSize } from './pagination.js';
@@ -101,6 +101,7 @@ builder.relayMutationField(
       provider: t.field({ type: ProviderEnum, description: 'inferred from the host when omitted' }),
       branch: t.string({ description: 'tracked branch; default: the remote default branch' }),
       syncStrategy: t.field({ type: SyncStrategyEnum, description: 'default AUTO' }),
+      archivePolicy: t.field({ type: ArchivePolicyEnum, description: 'default EACH_SYNC' }),
       credentialId: t.id({ description: 'a connected provider credential, for private repositories' }),
     }),
   },
@@ -113,6 +114,7 @@ builder.relayMutationField(
         provider: input.provider ?? null,
         branch: input.branch ?? null,
         syncStrategy: input.syncStrategy ?? null,
+        archivePolicy: input.archivePolicy ?? null,
         credentialId: input.credentialId ? parseGlobalId(input.credentialId, 'Credential') : null,
       }),
   },

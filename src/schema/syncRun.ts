@@ -21,5 +21,6 @@ export const SyncRun = builder.prismaNode('SyncRun', {
     startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
     finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
     error: t.exposeString('error', { nullable: true }),
+    warning: t.exposeString('warning', { nullable: true, description: 'a problem that did not fail the run (an archive that could not be stored)' }),
   }),
 });

@@ -14,6 +14,8 @@ export type CopyHealth = { healthy: true; head: string } | { healthy: false; rea
 export class WorkingCopies {
   readonly reposDir: string;
   readonly tmpDir: string;
+  /** Copies a run or an eviction is working on in this process. */
+  private readonly inUse = new Map<string, Promise<unknown>>();
 
   constructor(dataDir: string) {
     this.reposDir = path.join(dataDir, 'repos');
@@ -24,6 +26,46 @@ export class WorkingCopies {
     await mkdir(this.reposDir, { recursive: true });
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  /** Runs work on a copy with nothing else touching it (a sync run); waits for the one in progress. */
+  async exclusive<T>(repositoryId: string, work: () => Promise<T>): Promise<T> {
+    for (let busy = this.inUse.get(repositoryId); busy; busy = this.inUse.get(repositoryId)) await busy.catch(() => undefined);
+    return this.hold(repositoryId, work);
+  }
+
+  /** Like exclusive, but gives up at once (null) when the copy is in use: eviction never waits for a run. */
+  async ifIdle<T>(repositoryId: string, work: () => Promise<T>): Promise<T | null> {
+    return this.inUse.has(repositoryId) ? null : this.hold(repositoryId, work);
+  }
+
+  private async hold<T>(repositoryId: string, work: () => Promise<T>): Promise<T> {
+    const running = work();
+    this.inUse.set(repositoryId, running);
+    try {
+      return await running;
+    } finally {
+      this.inUse.delete(repositoryId);
+    }
+  }
+
+  /** Ids of the working copies on this disk. */
+  async present(): Promise<string[]> {
+    return (await readdir(this.reposDir, { withFileTypes: true }).catch(() => [])).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+  }
+
+  /** Bytes of a copy's files (what eviction frees), walked without following symlinks. */
+  async sizeOf(repositoryId: string): Promise<number> {
+    let total = 0;
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (entry.isFile()) total += (await stat(full).catch(() => null))?.size ?? 0;
+      }
+    };
+    await walk(this.pathOf(repositoryId));
+    return total;
   }
 
   pathOf(repositoryId: string): string {

@@ -12,6 +12,8 @@ export interface EngineOptions {
   hostConcurrency: number;
   /** Names this process in SyncRun.claimedBy. */
   instanceId: string;
+  /** Told after each run that changed a working copy (eviction looks at the disk budget). */
+  afterSync?: () => void;
 }
 
 /** Abort reason of a run stopped because its repository is being removed. */
@@ -158,11 +160,13 @@ export class SyncEngine {
     let outcome: RunOutcome = 'FAILED';
     let queued: QueuedRun | null | undefined;
     try {
-      ({ outcome, queued } = await executeRun(this.deps, claimed, abort.signal));
+      // Eviction never removes a copy a run is using (WorkingCopies.ifIdle).
+      ({ outcome, queued } = await this.deps.copies.exclusive(repositoryId, () => executeRun(this.deps, claimed, abort.signal)));
     } catch (error) {
       outcome = await this.afterInterruptedRun(claimed.run, abort.signal, error);
     } finally {
       stopTimer({ outcome });
+      if (outcome === 'SUCCEEDED') this.options.afterSync?.();
       this.metrics.runs.inc({ trigger: claimed.run.trigger, outcome });
       this.active.delete(repositoryId);
       finish();

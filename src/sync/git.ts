@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { redactSecrets, registerSecret } from './redact.js';
 
 /** Basic-auth credentials for one git operation; never stored on disk. */
@@ -23,6 +23,8 @@ export interface GitCallOptions {
   onProgress?: (progress: GitProgress) => void;
   /** Fed to git's standard input (a pack being received); data flowing in counts as activity. */
   stdin?: Readable;
+  /** Receives git's standard output as it comes, with backpressure (the result's stdout is then empty). */
+  stdout?: Writable;
 }
 
 export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
@@ -175,10 +177,17 @@ export class Git {
         child.stdin.on('error', () => undefined);
         options.stdin.pipe(child.stdin);
       }
-      child.stdout!.on('data', (chunk: Buffer) => {
-        stdout.push(chunk);
-        touch();
-      });
+      if (options.stdout) {
+        child.stdout!.on('data', touch);
+        // A consumer that fails stops git; the consumer's error is the one reported.
+        options.stdout.once('error', (error) => kill(new GitError('failed', `git ${command}: ${error.message}`)));
+        child.stdout!.pipe(options.stdout);
+      } else {
+        child.stdout!.on('data', (chunk: Buffer) => {
+          stdout.push(chunk);
+          touch();
+        });
+      }
       child.stderr!.on('data', (chunk: Buffer) => {
         const text = chunk.toString('utf8');
         stderr = (stderr + text).slice(-16_384);

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '../errors.js';
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
-import type { Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
+import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
+import type { Archiver } from './archiver.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import { isValidBranchName, type WorkingCopies } from '../storage/workingCopies.js';
@@ -20,7 +21,15 @@ export interface AddRepositoryRequest {
   provider?: Provider | null;
   branch?: string | null;
   syncStrategy?: SyncStrategy | null;
+  archivePolicy?: ArchivePolicy | null;
   credentialId?: string | null;
+}
+
+export interface UpdateRepositoryRequest {
+  tenantId: string;
+  repositoryId: string;
+  syncStrategy?: SyncStrategy | null;
+  archivePolicy?: ArchivePolicy | null;
 }
 
 export interface WebhookSetup {
@@ -38,6 +47,7 @@ export class RepositoryService {
     private readonly engine: SyncEngine,
     private readonly git: Git,
     private readonly copies: WorkingCopies,
+    private readonly archiver: Archiver,
     private readonly secretBox: SecretBox,
     private readonly config: Config,
     private readonly logger: Logger,
@@ -93,6 +103,7 @@ export class RepositoryService {
           followsDefaultBranch: branchInput === null || branch === remote.defaultBranch,
           defaultBranch: remote.defaultBranch,
           syncStrategy: request.syncStrategy ?? 'AUTO',
+          archivePolicy: request.archivePolicy ?? 'EACH_SYNC',
           credentialId: credential?.id ?? null,
           webhookSecret: this.secretBox.encrypt(webhookSecret),
           identityKey: identityKey(parsed.host, parsed.name),
@@ -128,14 +139,35 @@ export class RepositoryService {
     return { repository, run };
   }
 
-  /** Stops the repository's runs, deletes its rows and its working copy. */
+  /**
+   * Changes how a repository is synced and archived. A policy that newly asks
+   * for archives takes effect at the next run (a check archives an unchanged
+   * commit too).
+   */
+  async update(request: UpdateRepositoryRequest): Promise<Repository> {
+    await this.find(request.tenantId, request.repositoryId);
+    return this.prisma.repository.update({
+      where: { id: request.repositoryId },
+      data: {
+        ...(request.syncStrategy ? { syncStrategy: request.syncStrategy } : {}),
+        ...(request.archivePolicy ? { archivePolicy: request.archivePolicy } : {}),
+      },
+    });
+  }
+
+  /** Stops the repository's runs, deletes its rows, its working copy and its archived objects. */
   async remove(tenantId: string, repositoryId: string): Promise<void> {
     await this.find(tenantId, repositoryId);
     await this.engine.cancelRepository(repositoryId);
     await this.prisma.repository.deleteMany({ where: { id: repositoryId, tenantId } });
     this.onRegistrationsChanged();
-    await this.copies.remove(repositoryId);
-    this.logger.info({ repositoryId }, 'repository removed');
+    await this.copies.exclusive(repositoryId, () => this.copies.remove(repositoryId));
+    const objects = await this.archiver.removeRepository(repositoryId).catch((error: unknown) => {
+      // The rows are gone; what the store kept is named so an operator can delete it.
+      this.logger.error({ repositoryId, prefix: `repos/${repositoryId}/`, err: (error as Error).message }, 'archived objects of a removed repository could not be deleted');
+      return 0;
+    });
+    this.logger.info({ repositoryId, archivedObjectsDeleted: objects }, 'repository removed');
   }
 
   /** Credentials for a git call on this repository, decrypted only for that call. */

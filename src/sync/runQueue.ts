@@ -51,7 +51,7 @@ type DateFields<T> = { [K in keyof T]-?: Date extends NonNullable<T[K]> ? K : ne
 type EveryDateField<T, Listed> = [Exclude<DateFields<T>, Listed>] extends [never] ? true : false;
 
 const runDateFields = ['queuedAt', 'startedAt', 'finishedAt'] as const satisfies readonly DateFields<SyncRun>[];
-const repositoryDateFields = ['lastSyncedAt', 'nextCheckAt', 'lastChangedAt', 'lastWebhookAt', 'createdAt', 'updatedAt'] as const satisfies readonly DateFields<Repository>[];
+const repositoryDateFields = ['lastSyncedAt', 'nextCheckAt', 'lastChangedAt', 'lastWebhookAt', 'localUsedAt', 'createdAt', 'updatedAt'] as const satisfies readonly DateFields<Repository>[];
 const everyDateField: [EveryDateField<SyncRun, (typeof runDateFields)[number]>, EveryDateField<Repository, (typeof repositoryDateFields)[number]>] = [true, true];
 void everyDateField;
 

@@ -3,6 +3,7 @@ import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
+import type { ArchiveOutcome, Archiver } from './archiver.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
@@ -18,6 +19,7 @@ export interface RunDependencies {
   git: Git;
   copies: WorkingCopies;
   strategies: Strategies;
+  archiver: Archiver;
   events: SyncEvents;
   logger: Logger;
   resolveAuth(repository: Repository): Promise<GitAuth | undefined>;
@@ -41,7 +43,7 @@ class RunFailure extends Error {}
 
 /**
  * One sync run, following the pipeline of SPEC §1:
- * CHECK → CLONE | FETCH → APPLY → DONE (or SKIPPED / FAILED).
+ * (RESTORE) → CHECK → CLONE | FETCH → APPLY → ARCHIVE → DONE (or SKIPPED / FAILED).
  */
 export async function executeRun(deps: RunDependencies, { run: claimed, repository }: ClaimedRun, signal: AbortSignal): Promise<RunResult> {
   const recorder = new RunRecorder(
@@ -76,7 +78,10 @@ async function sync(
   recorder.publishLast();
   await deps.assertHostAllowed(repository.url);
   const auth = await deps.resolveAuth(repository);
-  const health = await copies.health(repository.id);
+  let health = await copies.health(repository.id);
+  if (!health.healthy && health.reason === 'no repository' && repository.lastCommitSha && repository.syncStrategy !== 'FULL') {
+    health = await restoreCopy(deps, repository, recorder, signal, health);
+  }
   const strategy = chooseStrategy(repository.syncStrategy, health);
 
   // Without a usable copy there is nothing to compare: the clone reads the
@@ -97,7 +102,9 @@ async function sync(
     const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
     if (upToDate && !run.force) {
       await followBranch(prisma, repository, branch);
-      return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs) };
+      // An unchanged commit is archived when it never was (the policy changed, or the last attempt failed).
+      const archived = await archiveCommit(deps, repository, remoteSha, recorder, signal);
+      return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs, archived) };
     }
   }
 
@@ -135,6 +142,7 @@ async function sync(
   }
 
   await followBranch(prisma, repository, result.branch);
+  const archived = await archiveCommit(deps, repository, result.head, recorder, signal);
   const finishedAt = new Date();
   const changed = result.head !== repository.lastCommitSha;
   const done = recorder.prepare('DONE', { status: 'SYNCED', commitSha: result.head });
@@ -149,17 +157,65 @@ async function sync(
       UPDATE "SyncRun" SET
         status = 'SUCCEEDED', "activeSlot" = NULL, strategy = ${usedStrategy}::"SyncStrategy", "toSha" = ${result.head},
         "filesChanged" = ${result.filesChanged}, "bytesReceived" = ${result.bytesReceived}, "finishedAt" = ${finishedAt},
-        phase = ${done.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(done.data.phaseLog)}::jsonb
+        phase = ${done.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(done.data.phaseLog)}::jsonb, warning = ${archived?.warning ?? null}
       WHERE id = ${run.id}::uuid
     )
     UPDATE "Repository" SET
       status = 'SYNCED', "lastCommitSha" = ${result.head}, "lastSyncedAt" = ${finishedAt}, "lastError" = NULL,
       "consecutiveFailures" = 0, "lastChangedAt" = ${changed ? finishedAt : repository.lastChangedAt}, "nextCheckAt" = ${next},
-      "updatedAt" = ${finishedAt}
+      ${archiveColumns(archived)}, "localUsedAt" = ${finishedAt}, "updatedAt" = ${finishedAt}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;
   done.publish();
   return { outcome: 'SUCCEEDED', queued: queuedRun(repository.id, row) };
+}
+
+/**
+ * RESTORE (SPEC §1): no local copy, but an archive ⇒ the newest snapshot
+ * becomes the copy, and the run goes on incrementally from it. An unusable
+ * snapshot is reported and the run clones instead.
+ */
+async function restoreCopy(
+  deps: RunDependencies,
+  repository: Repository,
+  recorder: RunRecorder,
+  signal: AbortSignal,
+  health: CopyHealth,
+): Promise<CopyHealth> {
+  if (!(await deps.archiver.hasSnapshot(repository.id))) return health;
+  await recorder.phase('RESTORING', { status: 'SYNCING', message: 'restoring the working copy from the newest snapshot' });
+  try {
+    const restored = await deps.archiver.restore(repository.id, signal);
+    deps.logger.info({ repositoryId: repository.id, commitSha: restored.commitSha }, 'working copy restored from its snapshot');
+    return await deps.copies.health(repository.id);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    const message = redactSecrets(error instanceof Error ? error.message : String(error));
+    deps.logger.warn({ repositoryId: repository.id, err: message }, 'snapshot unusable; cloning instead');
+    recorder.prepare('RESTORING', { message: `snapshot unusable (${message}); cloning instead` }).publish();
+    return health;
+  }
+}
+
+/** ARCHIVING, when the repository's policy asks for it: never fails the run (a failure is its warning). */
+async function archiveCommit(
+  deps: RunDependencies,
+  repository: Repository,
+  commitSha: string,
+  recorder: RunRecorder,
+  signal: AbortSignal,
+): Promise<ArchiveOutcome | null> {
+  if (!(await deps.archiver.due(repository, commitSha))) return null;
+  recorder.announce('ARCHIVING');
+  const outcome = await deps.archiver.archive(repository, commitSha, signal);
+  if (outcome.warning) recorder.prepare('ARCHIVING', { message: outcome.warning }).publish();
+  return outcome;
+}
+
+/** The archive columns of a run's final statement: a failed archive keeps the newest good archiveUrl. */
+function archiveColumns(archived: ArchiveOutcome | null): PrismaNamespace.Sql {
+  return PrismaNamespace.sql`"s3ArchiveUrl" = COALESCE(${archived?.archiveUrl ?? null}, "s3ArchiveUrl"),
+      "localBytes" = COALESCE(${archived?.localBytes ?? null}::double precision, "localBytes")`;
 }
 
 interface EndedRow {
@@ -235,6 +291,7 @@ async function finishSkipped(
   repository: Repository,
   sha: string,
   refs: RefsChange | null,
+  archived: ArchiveOutcome | null,
 ): Promise<QueuedRun | null | undefined> {
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
@@ -246,11 +303,13 @@ async function finishSkipped(
     run AS (
       UPDATE "SyncRun" SET
         status = 'SKIPPED', "activeSlot" = NULL, "toSha" = ${sha}, "filesChanged" = 0, "bytesReceived" = 0, "finishedAt" = ${now},
-        phase = ${skipped.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(skipped.data.phaseLog)}::jsonb
+        phase = ${skipped.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(skipped.data.phaseLog)}::jsonb,
+        warning = ${archived?.warning ?? null}
       WHERE id = ${recorder.runId}::uuid
     )
     UPDATE "Repository" SET
       status = ${status}::"RepositoryStatus", "lastError" = NULL, "consecutiveFailures" = 0, "nextCheckAt" = ${next},
+      ${archiveColumns(archived)},
       "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "updatedAt" = ${now}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;

@@ -64,7 +64,9 @@ export interface UpstreamOptions {
   branch?: string;
 }
 
-type FileChanges = Iterable<[path: string, content: string | null]>;
+/** A file's new content, a symlink (its target), or null to delete it. */
+export type FileChange = string | { symlink: string } | null;
+type FileChanges = Iterable<[path: string, content: FileChange]>;
 
 interface CommitCommand {
   branch: string;
@@ -98,7 +100,7 @@ export class Upstream {
   }
 
   /** Writes (string) or deletes (null) files on top of `branch`; a missing branch starts a new root. */
-  commit(files: Record<string, string | null>, message = 'update files', branch = this.branch): Promise<string> {
+  commit(files: Record<string, FileChange>, message = 'update files', branch = this.branch): Promise<string> {
     return this.serial(async () => {
       const parent = await this.tryHead(branch);
       return this.import({ branch, mark: 1, message, parent, files: Object.entries(files) });
@@ -233,7 +235,9 @@ function commitCommand(command: CommitCommand): string {
   if (command.parent) text += `from ${command.parent}\n`;
   if (command.tree) text += `M 040000 ${command.tree} ""\n`;
   for (const [path, content] of command.files) {
-    text += content === null ? `D ${quotePath(path)}\n` : `M 100644 inline ${quotePath(path)}\n${data(content)}`;
+    if (content === null) text += `D ${quotePath(path)}\n`;
+    else if (typeof content === 'string') text += `M 100644 inline ${quotePath(path)}\n${data(content)}`;
+    else text += `M 120000 inline ${quotePath(path)}\n${data(content.symlink)}`;
   }
   return `${text}\n`;
 }
