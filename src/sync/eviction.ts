@@ -106,7 +106,12 @@ export class Evictor {
     const snapshotOf = new Map(snapshots.map((snapshot) => [snapshot.repositoryId, snapshot.key]));
     const candidates: Candidate[] = [];
     for (const row of rows) {
-      const bytes = row.localBytes ?? (await this.copies.sizeOf(row.id));
+      let bytes = row.localBytes;
+      if (bytes === null) {
+        // Measured once (a copy that is not archived has no size from packing) and remembered.
+        bytes = await this.copies.sizeOf(row.id);
+        await this.prisma.repository.updateMany({ where: { id: row.id }, data: { localBytes: bytes } });
+      }
       const usedAt = (row.localUsedAt ?? row.lastSyncedAt ?? row.createdAt).getTime();
       candidates.push({ id: row.id, bytes, usedAt, snapshotKey: snapshotOf.get(row.id) ?? null });
     }

@@ -163,7 +163,7 @@ async function sync(
     UPDATE "Repository" SET
       status = 'SYNCED', "lastCommitSha" = ${result.head}, "lastSyncedAt" = ${finishedAt}, "lastError" = NULL,
       "consecutiveFailures" = 0, "lastChangedAt" = ${changed ? finishedAt : repository.lastChangedAt}, "nextCheckAt" = ${next},
-      ${archiveColumns(archived)}, "localUsedAt" = ${finishedAt}, "updatedAt" = ${finishedAt}
+      ${archiveColumns(archived, true)}, "localUsedAt" = ${finishedAt}, "updatedAt" = ${finishedAt}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;
   done.publish();
@@ -212,10 +212,15 @@ async function archiveCommit(
   return outcome;
 }
 
-/** The archive columns of a run's final statement: a failed archive keeps the newest good archiveUrl. */
-function archiveColumns(archived: ArchiveOutcome | null): PrismaNamespace.Sql {
+/**
+ * The archive columns of a run's final statement: a failed archive keeps the
+ * newest good archiveUrl; the copy's size is the one packing measured, or
+ * unknown (measured when eviction needs it) after a change nobody measured.
+ */
+function archiveColumns(archived: ArchiveOutcome | null, copyChanged: boolean): PrismaNamespace.Sql {
+  const bytes = archived?.localBytes ?? null;
   return PrismaNamespace.sql`"s3ArchiveUrl" = COALESCE(${archived?.archiveUrl ?? null}, "s3ArchiveUrl"),
-      "localBytes" = COALESCE(${archived?.localBytes ?? null}::double precision, "localBytes")`;
+      "localBytes" = ${copyChanged && bytes === null ? PrismaNamespace.sql`NULL` : PrismaNamespace.sql`COALESCE(${bytes}::double precision, "localBytes")`}`;
 }
 
 interface EndedRow {
@@ -309,7 +314,7 @@ async function finishSkipped(
     )
     UPDATE "Repository" SET
       status = ${status}::"RepositoryStatus", "lastError" = NULL, "consecutiveFailures" = 0, "nextCheckAt" = ${next},
-      ${archiveColumns(archived)},
+      ${archiveColumns(archived, false)},
       "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "updatedAt" = ${now}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;
