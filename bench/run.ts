@@ -3,6 +3,7 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitServer } from '../test/support/gitServer.js';
+import { artifactsIncremental, snapshot1g } from './archives.js';
 import type { BenchContext } from './context.js';
 import { incremental } from './incremental.js';
 import { initialSync } from './initialSync.js';
@@ -27,6 +28,8 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'webhook-ack': webhookAck,
   'webhook-storm': webhookStorm,
   'webhook-freshness': webhookFreshness,
+  'snapshot-1g': snapshot1g,
+  'artifacts-incremental': artifactsIncremental,
 };
 
 // Profiled servers run slower: their results go beside the profiles, not over bench/results.json.

@@ -96,6 +96,11 @@ export class Service {
     return this.output.length;
   }
 
+  /** The last `lines` warning and error lines the service logged, to say what `warnings` counted. */
+  lastOutput(lines = 20): string[] {
+    return this.output.slice(-lines);
+  }
+
   /** VmHWM of the server process: its peak resident set so far. */
   peakRssMb(): Promise<number> {
     return this.memoryMb('VmHWM');

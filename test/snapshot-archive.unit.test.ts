@@ -111,6 +111,25 @@ describe('packWorkingCopy / extractSnapshot round trip of a git working copy', (
   });
 });
 
+describe('packWorkingCopy file names', () => {
+  it('archives names that look like tar options, or hold newlines, as names', async () => {
+    const dir = await folder('option-names');
+    const names = ['--to-command=touch PWNED', '-C', '--checkpoint-action=exec=touch PWNED2', 'line\nbreak', ' leading space'];
+    for (const name of names) await writeFile(path.join(dir, name), `${name}\n`);
+    const { stream, done } = packWorkingCopy(dir);
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    expect((await done).entries).toBe(names.length + 1);
+    const restored = await folder('option-names-restored');
+    await extractSnapshot(Readable.from([Buffer.concat(chunks)]), restored, { maxBytes: MiB, maxEntries: 100 });
+    for (const name of names) expect(await readFile(path.join(restored, name), 'utf8')).toBe(`${name}\n`);
+    for (const where of [dir, restored, process.cwd()]) {
+      await expect(lstat(path.join(where, 'PWNED'))).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(lstat(path.join(where, 'PWNED2'))).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+  });
+});
+
 describe('packWorkingCopy failures', () => {
   it('rejects done and errors the stream when the folder cannot be read', async () => {
     const { stream, done } = packWorkingCopy(path.join(scratch, 'does-not-exist'));

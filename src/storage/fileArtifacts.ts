@@ -1,4 +1,4 @@
-import { once } from 'node:events';
+import { once, setMaxListeners } from 'node:events';
 import { Readable, PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Git } from '../sync/git.js';
@@ -107,6 +107,8 @@ async function uploadBlobs(git: Git, store: ArchiveStore, repositoryId: string, 
     inFlight.add(tracked);
   };
   const options = signal ? { signal } : {};
+  // Each upload in flight listens on the run's signal: more than Node's default of 10, by design.
+  if (signal) setMaxListeners(uploadsInFlight * 2, signal);
   let pending: Buffer = Buffer.alloc(0);
   // The blob being read: its id, bytes still to come, and where they go.
   let current: { id: string; remaining: number; parts: Buffer[] | null; stream: PassThrough | null } | null = null;

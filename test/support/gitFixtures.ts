@@ -281,7 +281,8 @@ function seedOf(text: string): number {
   return hash >>> 0;
 }
 
-function mulberry32(seed: number): () => number {
+/** A small seeded random generator: generated repositories are the same on every run. */
+export function mulberry32(seed: number): () => number {
   let state = seed;
   return () => {
     state = (state + 0x6d2b79f5) | 0;

@@ -327,6 +327,16 @@ export interface S3TestEnv {
   AWS_SECRET_ACCESS_KEY: string;
 }
 
+/** An S3 client for an S3Proxy (path-style addressing, its own keys). */
+export function s3ClientFor(s3: S3ProxyAddress): S3Client {
+  return new S3Client({
+    endpoint: s3.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
+}
+
 /** A bucket name nobody else uses (S3 rules: 3–63 characters, lower case, digits, hyphens). */
 export function uniqueBucketName(prefix = 'test'): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
@@ -338,12 +348,7 @@ export function uniqueBucketName(prefix = 'test'): string {
  */
 export async function s3TestEnv(bucket: string = uniqueBucketName()): Promise<S3TestEnv> {
   const s3 = inject('s3');
-  const client = new S3Client({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-  });
+  const client = s3ClientFor(s3);
   try {
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
   } finally {
