@@ -187,6 +187,8 @@ async function restoreCopy(
   try {
     const restored = await deps.archiver.restore(repository.id, signal);
     deps.logger.info({ repositoryId: repository.id, commitSha: restored.commitSha }, 'working copy restored from its snapshot');
+    // Just used: the least recently used copies are evicted first, not this one.
+    await deps.prisma.repository.update({ where: { id: repository.id }, data: { localUsedAt: new Date() } });
     return await deps.copies.health(repository.id);
   } catch (error) {
     if (signal.aborted) throw error;
