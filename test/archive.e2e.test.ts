@@ -338,12 +338,42 @@ describe('eviction and restore', () => {
     expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: next });
   });
 
+  it('clones (FULL) when the snapshot object is missing from the store', async () => {
+    const { upstream, id, dbId: repositoryId } = await addSynced(harness, 'missing', { 'a.txt': 'a\n' });
+    await waitEvicted(id);
+    await harness.store.delete([`repos/${repositoryId}/${await upstream.head()}.tar.gz`]);
+    const next = await upstream.commit({ 'a.txt': 'b\n' });
+    await syncTo(harness, id, next);
+    const run = await harness.testApp.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId }, orderBy: { queuedAt: 'desc' } });
+    const log = run.phaseLog as { phase: string; message?: string }[];
+    expect(log.find((entry) => entry.phase === 'RESTORING' && entry.message?.includes('missing from the archive store'))).toBeDefined();
+    expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: next });
+  });
+
   it('never evicts a copy that is not archived', async () => {
     const { id, dbId: repositoryId } = await addSynced(harness, 'unarchived', { 'a.txt': 'kept\n' }, 'NONE');
     await harness.testApp.app.evictor.pass();
     expect((await archiveState(harness, id)).localCopy?.present).toBe(true);
     expect(await readFile(path.join(harness.testApp.dataDir, 'repos', repositoryId, 'a.txt'), 'utf8')).toBe('kept\n');
     expect(await git(['status', '--porcelain'], { cwd: path.join(harness.testApp.dataDir, 'repos', repositoryId) })).toBe('');
+  });
+});
+
+describe('eviction by idle age', () => {
+  it('evicts an archived copy unused for longer than REPOLENS_LOCAL_MAX_IDLE_MS, and keeps recently used ones', async () => {
+    const harness = await startHarness({ REPOLENS_LOCAL_MAX_IDLE_MS: '60000' });
+    try {
+      const { id, dbId: repositoryId } = await addSynced(harness, 'idle', { 'a.txt': 'idle\n' });
+      const app = harness.testApp.app;
+      await app.evictor.idle();
+      expect(await app.evictor.pass()).toEqual([]);
+      expect((await archiveState(harness, id)).localCopy?.present).toBe(true);
+      // Two minutes later the copy has been idle for longer than a minute.
+      expect(await app.evictor.pass(Date.now() + 120_000)).toEqual([repositoryId]);
+      expect((await archiveState(harness, id)).localCopy?.present).toBe(false);
+    } finally {
+      await harness.testApp.close();
+    }
   });
 });
 
