@@ -175,10 +175,10 @@ describe.each(['local', 's3'] as const)('%s archive store', (kind) => {
     expect(body).not.toBeNull();
     expect(await sha256Of(body!)).toEqual({ sha256: written, bytes: size });
     if (kind === 's3') {
-      // 8 MiB parts: create, three parts, complete.
+      // 5 MiB parts (S3's smallest): create, four parts, complete.
       const upload = subject.requests.filter((line) => line.includes('/repos/r1/big.tar.gz'));
       expect(upload.filter((line) => line.startsWith('POST') && /[?&]uploads(=|&|$)/.test(line))).toHaveLength(1);
-      expect(upload.filter((line) => line.startsWith('PUT') && /[?&]partNumber=/.test(line))).toHaveLength(3);
+      expect(upload.filter((line) => line.startsWith('PUT') && /[?&]partNumber=/.test(line))).toHaveLength(4);
       expect(upload.filter((line) => line.startsWith('POST') && /[?&]uploadId=/.test(line))).toHaveLength(1);
     }
   });
@@ -270,7 +270,7 @@ describe.each(['local', 's3'] as const)('%s archive store', (kind) => {
   });
 
   it('leaves no object when the body fails midway, and keeps the one it was replacing', async () => {
-    // Before the first part is complete, and with a multipart upload under way (8 MiB parts).
+    // Before the first part is complete, and with a multipart upload under way (5 MiB parts).
     for (const failAfter of [100 * 1024, 9 * MiB]) {
       const key = `repos/r1/failed-${failAfter}.tar.gz`;
       await expect(store.put(key, generated(20 * MiB, { failAfter }).stream)).rejects.toThrow(/the source broke off/);
