@@ -53,6 +53,7 @@ export const archiveKeys = {
   snapshot: (repositoryId: string, commitSha: string) => `repos/${repositoryId}/${commitSha}.tar.gz`,
   blobs: (repositoryId: string) => `repos/${repositoryId}/blobs/`,
   blob: (repositoryId: string, blobSha: string) => `repos/${repositoryId}/blobs/${blobSha}`,
+  manifests: (repositoryId: string) => `repos/${repositoryId}/manifests/`,
   manifest: (repositoryId: string, commitSha: string) => `repos/${repositoryId}/manifests/${commitSha}.json`,
 };
 

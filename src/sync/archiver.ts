@@ -166,7 +166,7 @@ export class Archiver {
       if (manifest) for (const blob of blobsOf(manifest)) referenced.add(blob);
     }
     const garbage: string[] = [];
-    for await (const object of this.store.list(`repos/${repositoryId}/manifests/`)) {
+    for await (const object of this.store.list(archiveKeys.manifests(repositoryId))) {
       if (!keptManifests.has(object.key) && object.lastModified.getTime() < cutoff) garbage.push(object.key);
     }
     const blobs = archiveKeys.blobs(repositoryId);

@@ -4,6 +4,7 @@ import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Archiver } from './archiver.js';
+import { archiveKeys } from '../storage/archiveStore.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import { isValidBranchName, type WorkingCopies } from '../storage/workingCopies.js';
@@ -164,7 +165,7 @@ export class RepositoryService {
     await this.copies.exclusive(repositoryId, () => this.copies.remove(repositoryId));
     const objects = await this.archiver.removeRepository(repositoryId).catch((error: unknown) => {
       // The rows are gone; what the store kept is named so an operator can delete it.
-      this.logger.error({ repositoryId, prefix: `repos/${repositoryId}/`, err: (error as Error).message }, 'archived objects of a removed repository could not be deleted');
+      this.logger.error({ repositoryId, prefix: archiveKeys.repository(repositoryId), err: (error as Error).message }, 'archived objects of a removed repository could not be deleted');
       return 0;
     });
     this.logger.info({ repositoryId, archivedObjectsDeleted: objects }, 'repository removed');
