@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from '../src/storage/archiveStore.js';
+import { LocalArchiveStore, readObject, S3ArchiveStore, type ArchiveStore } from '../src/storage/archiveStore.js';
 import type { Manifest } from '../src/storage/fileArtifacts.js';
 import {
   AddRepositoryDocument,
@@ -52,12 +52,10 @@ async function keysOf(store: ArchiveStore, prefix: string): Promise<string[]> {
   return keys.sort();
 }
 
-async function readObject(store: ArchiveStore, key: string): Promise<Buffer> {
-  const body = await store.get(key);
+async function readStored(store: ArchiveStore, key: string): Promise<Buffer> {
+  const body = await readObject(store, key);
   if (!body) throw new Error(`${key} is not stored`);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+  return body;
 }
 
 function blobSha(content: string): string {
@@ -141,11 +139,11 @@ describe.each(stores)('archives in the $name store', ({ env }) => {
     expect(state.localCopy!.bytes).toBeGreaterThan(0);
 
     // The snapshot is the object whose checksum was recorded.
-    const stored = await readObject(harness.store, snapshotKey);
+    const stored = await readStored(harness.store, snapshotKey);
     expect(stored.length).toBe(snapshot.bytes);
     expect(createHash('sha256').update(stored).digest('hex')).toBe(snapshot.sha256);
 
-    const manifest = JSON.parse((await readObject(harness.store, `repos/${repositoryId}/manifests/${head}.json`)).toString()) as Manifest;
+    const manifest = JSON.parse((await readStored(harness.store, `repos/${repositoryId}/manifests/${head}.json`)).toString()) as Manifest;
     expect(manifest.commitSha).toBe(head);
     expect(Object.keys(manifest.files).sort()).toEqual(Object.keys(files).sort());
     expect(manifest.files['passwd-link']).toEqual({ type: 'symlink', mode: '120000', sha: blobSha('/etc/passwd'), size: '/etc/passwd'.length });
@@ -153,7 +151,7 @@ describe.each(stores)('archives in the $name store', ({ env }) => {
     const blobs = await keysOf(harness.store, `repos/${repositoryId}/blobs/`);
     expect(blobs).toEqual([...new Set(Object.values(manifest.files).map((entry) => `repos/${repositoryId}/blobs/${entry.sha}`))].sort());
     // A symlink's blob is its target: nothing outside the repository was read.
-    expect((await readObject(harness.store, `repos/${repositoryId}/blobs/${blobSha('/etc/passwd')}`)).toString()).toBe('/etc/passwd');
+    expect((await readStored(harness.store, `repos/${repositoryId}/blobs/${blobSha('/etc/passwd')}`)).toString()).toBe('/etc/passwd');
 
     const read = async (filePath: string, commitSha?: string) =>
       (await harness.client.request(RepositoryFileDocument, { id, path: filePath, ...(commitSha ? { commitSha } : {}) })).repository!.file;
@@ -196,7 +194,7 @@ describe.each(stores)('archives in the $name store', ({ env }) => {
     const { upstream, id, dbId: repositoryId } = await addSynced(harness, 'idempotent', { 'a.txt': 'one\n' });
     const head = await upstream.head();
     const key = `repos/${repositoryId}/${head}.tar.gz`;
-    const before = await readObject(harness.store, key);
+    const before = await readStored(harness.store, key);
     const recorded = (await archiveState(harness, id)).snapshots.edges[0]!.node;
     // As if the process stopped after the upload but before recording it.
     await harness.testApp.app.db.prisma.snapshot.deleteMany({ where: { repositoryId } });
@@ -211,7 +209,7 @@ describe.each(stores)('archives in the $name store', ({ env }) => {
     expect(state.archiveUrl).toBe(harness.store.urlOf(key));
     expect(state.snapshots.edges.map((edge) => edge.node.sha256)).toEqual([recorded.sha256]);
     expect(await listed()).toBe(modified);
-    expect((await readObject(harness.store, key)).equals(before)).toBe(true);
+    expect((await readStored(harness.store, key)).equals(before)).toBe(true);
   });
 
   it('keeps the newest snapshots and collects manifests and blobs no kept manifest names', async () => {
@@ -325,28 +323,21 @@ describe('eviction and restore', () => {
     expect((await archiveState(harness, id)).snapshots.edges[0]!.node.commitSha).toBe(next);
   });
 
-  it('clones (FULL) when the snapshot is corrupt, and keeps serving', async () => {
-    const { upstream, id, dbId: repositoryId } = await addSynced(harness, 'corrupt', { 'a.txt': 'a\n' });
-    await waitEvicted(id);
-    const head = await upstream.head();
-    await harness.store.put(`repos/${repositoryId}/${head}.tar.gz`, Buffer.from('this is not a gzip stream'));
-    const next = await upstream.commit({ 'a.txt': 'b\n' });
-    await syncTo(harness, id, next);
-    const run = await harness.testApp.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId }, orderBy: { queuedAt: 'desc' } });
-    const log = run.phaseLog as { phase: string; message?: string }[];
-    expect(log.find((entry) => entry.phase === 'RESTORING' && entry.message?.includes('cloning instead'))).toBeDefined();
-    expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: next });
-  });
+  const unusable: { name: string; damage: (key: string) => Promise<unknown>; reason: string }[] = [
+    { name: 'corrupt', damage: (key) => harness.store.put(key, Buffer.from('this is not a gzip stream')), reason: 'incorrect header check' },
+    { name: 'missing from the store', damage: (key) => harness.store.delete([key]), reason: 'missing from the archive store' },
+  ];
 
-  it('clones (FULL) when the snapshot object is missing from the store', async () => {
-    const { upstream, id, dbId: repositoryId } = await addSynced(harness, 'missing', { 'a.txt': 'a\n' });
+  it.each(unusable)('clones (FULL) when the snapshot is $name, and says why', async ({ name, damage, reason }) => {
+    const { upstream, id, dbId: repositoryId } = await addSynced(harness, `unusable-${name.split(' ')[0]}`, { 'a.txt': 'a\n' });
     await waitEvicted(id);
-    await harness.store.delete([`repos/${repositoryId}/${await upstream.head()}.tar.gz`]);
+    await damage(`repos/${repositoryId}/${await upstream.head()}.tar.gz`);
     const next = await upstream.commit({ 'a.txt': 'b\n' });
     await syncTo(harness, id, next);
     const run = await harness.testApp.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId }, orderBy: { queuedAt: 'desc' } });
     const log = run.phaseLog as { phase: string; message?: string }[];
-    expect(log.find((entry) => entry.phase === 'RESTORING' && entry.message?.includes('missing from the archive store'))).toBeDefined();
+    const restoring = log.find((entry) => entry.phase === 'RESTORING' && entry.message?.includes('cloning instead'));
+    expect(restoring?.message).toContain(reason);
     expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'FULL', toSha: next });
   });
 

@@ -4,7 +4,7 @@ import { mkdtemp, rm, symlink, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from '../src/storage/archiveStore.js';
+import { LocalArchiveStore, readObject, S3ArchiveStore, type ArchiveStore } from '../src/storage/archiveStore.js';
 import { blobsOf, storeFileArtifacts } from '../src/storage/fileArtifacts.js';
 import { Git } from '../src/sync/git.js';
 import { git } from './support/gitFixtures.js';
@@ -17,14 +17,6 @@ async function commitAll(repo: string, message: string): Promise<string> {
   await git(['add', '-A'], { cwd: repo });
   await git(['commit', '-q', '-m', message], { cwd: repo });
   return git(['rev-parse', 'HEAD'], { cwd: repo });
-}
-
-async function readAll(store: ArchiveStore, key: string): Promise<Buffer> {
-  const body = await store.get(key);
-  if (!body) throw new Error(`${key} missing`);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 beforeAll(async () => {
@@ -85,10 +77,10 @@ describe.each(stores)('per-file artifacts in the $name store', ({ name, open }) 
         child.once('error', reject);
         child.once('close', () => resolve(Buffer.concat(chunks)));
       });
-      expect((await readAll(store, `repos/r1/blobs/${sha}`)).equals(expected), sha).toBe(true);
+      expect((await readObject(store, `repos/r1/blobs/${sha}`))!.equals(expected), sha).toBe(true);
     }
     expect(result.manifest.files.escape).toMatchObject({ type: 'symlink', mode: '120000' });
-    expect((await readAll(store, `repos/r1/blobs/${result.manifest.files.escape!.sha}`)).toString()).toBe('../../etc/passwd');
+    expect((await readObject(store, `repos/r1/blobs/${result.manifest.files.escape!.sha}`))?.toString()).toBe('../../etc/passwd');
     expect(result.manifest.files['name with spaces and "quotes"']).toMatchObject({ type: 'file', size: 9 });
     expect(result.manifest.files['large.bin']!.size).toBe(9 * 1024 * 1024 + 13);
 

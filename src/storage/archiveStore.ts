@@ -48,6 +48,12 @@ export interface ArchiveStore {
 /** A failure of the store itself, with a message fit for a run's warning or an API error. */
 export class ArchiveStoreError extends Error {}
 
+/** A small object whole (a manifest, a file for the API); null when absent. */
+export async function readObject(store: ArchiveStore, key: string): Promise<Buffer | null> {
+  const body = await store.get(key);
+  return body ? Buffer.concat((await body.toArray()) as Buffer[]) : null;
+}
+
 export const archiveKeys = {
   repository: (repositoryId: string) => `repos/${repositoryId}/`,
   snapshot: (repositoryId: string, commitSha: string) => `repos/${repositoryId}/${commitSha}.tar.gz`,

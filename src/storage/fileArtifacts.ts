@@ -2,7 +2,7 @@ import { once, setMaxListeners } from 'node:events';
 import { Readable, PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Git } from '../sync/git.js';
-import { archiveKeys, type ArchiveStore } from './archiveStore.js';
+import { archiveKeys, readObject, type ArchiveStore } from './archiveStore.js';
 
 /** One path of a commit's tree. Symlinks are recorded as such (their blob is the link target), never followed. */
 export interface ManifestEntry {
@@ -62,11 +62,9 @@ export function blobsOf(manifest: Manifest): Set<string> {
 }
 
 export async function readManifest(store: ArchiveStore, key: string): Promise<Manifest | null> {
-  const body = await store.get(key);
+  const body = await readObject(store, key);
   if (!body) return null;
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Manifest;
+  const parsed = JSON.parse(body.toString('utf8')) as Manifest;
   if (typeof parsed.commitSha !== 'string' || typeof parsed.files !== 'object' || parsed.files === null) {
     throw new Error(`${key} is not a manifest`);
   }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
-import type { Repository } from '../generated/prisma/client.js';
+import type { Repository, Snapshot } from '../generated/prisma/client.js';
 import type { Metrics } from '../metrics.js';
 import { archiveKeys, type ArchiveStore } from '../storage/archiveStore.js';
 import type { Prisma } from '../storage/database.js';
@@ -47,7 +47,7 @@ const day = 24 * 60 * 60 * 1000;
 export class Archiver {
   constructor(
     private readonly prisma: Prisma,
-    readonly store: ArchiveStore,
+    private readonly store: ArchiveStore,
     private readonly git: Git,
     private readonly copies: WorkingCopies,
     private readonly logger: Logger,
@@ -60,7 +60,7 @@ export class Archiver {
     if (repository.archivePolicy === 'NONE') return false;
     if (repository.s3ArchiveUrl === this.store.urlOf(archiveKeys.snapshot(repository.id, commitSha))) return false;
     if (repository.archivePolicy === 'EACH_SYNC') return true;
-    const newest = await this.prisma.snapshot.findFirst({ where: { repositoryId: repository.id }, orderBy: { createdAt: 'desc' } });
+    const newest = await this.newestSnapshot(repository.id);
     return !newest || now.getTime() - newest.createdAt.getTime() >= day;
   }
 
@@ -177,14 +177,17 @@ export class Archiver {
     this.logger.info({ repositoryId, snapshotsDropped: dropped.length, objectsCollected: garbage.length }, 'archive retention applied');
   }
 
+  newestSnapshot(repositoryId: string): Promise<Snapshot | null> {
+    return this.prisma.snapshot.findFirst({ where: { repositoryId }, orderBy: { createdAt: 'desc' } });
+  }
+
   /**
-   * RESTORE: the newest snapshot, checked against its recorded checksum and
-   * extracted safely into a temporary folder, becomes the working copy once it
-   * is a repository at the recorded commit. Throws when it cannot be used.
+   * RESTORE: a snapshot (the newest), checked against its recorded checksum
+   * and extracted safely into a temporary folder, becomes the working copy once
+   * it is a repository at the recorded commit. Throws when it cannot be used.
    */
-  async restore(repositoryId: string, signal: AbortSignal): Promise<{ commitSha: string; key: string }> {
-    const snapshot = await this.prisma.snapshot.findFirst({ where: { repositoryId }, orderBy: { createdAt: 'desc' } });
-    if (!snapshot) throw new Error('no snapshot to restore from');
+  async restore(snapshot: Snapshot, signal: AbortSignal): Promise<void> {
+    const { repositoryId } = snapshot;
     const body = await this.store.get(snapshot.key, { signal });
     if (!body) throw new Error(`snapshot ${snapshot.key} is missing from the archive store`);
     const temporary = this.copies.newTemporaryPath(repositoryId);
@@ -205,15 +208,10 @@ export class Archiver {
       // Extracted files have new inodes and times: the index learns them, or the next checkout rewrites every file.
       await this.git.run(['update-index', '-q', '--refresh'], { cwd: temporary, signal }).catch(() => undefined);
       await this.copies.swapIn(repositoryId, temporary);
-      return { commitSha: snapshot.commitSha, key: snapshot.key };
     } catch (error) {
       await this.copies.discard(temporary);
       throw error;
     }
-  }
-
-  async hasSnapshot(repositoryId: string): Promise<boolean> {
-    return (await this.prisma.snapshot.count({ where: { repositoryId } })) > 0;
   }
 
   /** removeRepository: every object under repos/<id>/. */

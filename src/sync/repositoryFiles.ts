@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import type { Repository } from '../generated/prisma/client.js';
 import { BadUserInputError } from '../errors.js';
-import { archiveKeys, type ArchiveStore } from '../storage/archiveStore.js';
+import { archiveKeys, readObject, type ArchiveStore } from '../storage/archiveStore.js';
 import type { Prisma } from '../storage/database.js';
 import { readManifest, type ManifestEntry } from '../storage/fileArtifacts.js';
 import type { WorkingCopies } from '../storage/workingCopies.js';
@@ -75,11 +75,8 @@ export class RepositoryFiles {
     const entry = manifest?.files[filePath];
     if (!entry || entry.type === 'submodule') return null;
     assertSize(filePath, entry.size);
-    const body = await this.store.get(archiveKeys.blob(repositoryId, entry.sha));
-    if (!body) return null;
-    const chunks: Buffer[] = [];
-    for await (const chunk of body) chunks.push(chunk as Buffer);
-    return toContent(filePath, commitSha, entry, Buffer.concat(chunks));
+    const body = await readObject(this.store, archiveKeys.blob(repositoryId, entry.sha));
+    return body ? toContent(filePath, commitSha, entry, body) : null;
   }
 }
 

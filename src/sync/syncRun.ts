@@ -182,11 +182,12 @@ async function restoreCopy(
   signal: AbortSignal,
   health: CopyHealth,
 ): Promise<CopyHealth> {
-  if (!(await deps.archiver.hasSnapshot(repository.id))) return health;
+  const snapshot = await deps.archiver.newestSnapshot(repository.id);
+  if (!snapshot) return health;
   await recorder.phase('RESTORING', { status: 'SYNCING', message: 'restoring the working copy from the newest snapshot' });
   try {
-    const restored = await deps.archiver.restore(repository.id, signal);
-    deps.logger.info({ repositoryId: repository.id, commitSha: restored.commitSha }, 'working copy restored from its snapshot');
+    await deps.archiver.restore(snapshot, signal);
+    deps.logger.info({ repositoryId: repository.id, commitSha: snapshot.commitSha }, 'working copy restored from its snapshot');
     // Just used: the least recently used copies are evicted first, not this one.
     await deps.prisma.repository.update({ where: { id: repository.id }, data: { localUsedAt: new Date() } });
     return await deps.copies.health(repository.id);
