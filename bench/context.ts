@@ -13,6 +13,11 @@ export interface BenchContext {
   /** Scales a workload size by BENCH_SCALE (default 1; e.g. 0.1 for a quick check of the bench itself). */
   scale(size: number): number;
   log(message: string): void;
+  /**
+   * A resource several benchmarks of this run share (e.g. a server and a
+   * generated repository), made on first use and closed when the run ends.
+   */
+  shared<T extends { close(): Promise<void> }>(key: string, create: () => Promise<T>): Promise<T>;
 }
 
 /** One side's work done once: how long it took (timed by the side itself) and what it observed. */

@@ -6,6 +6,7 @@ import { startGitServer } from '../test/support/gitServer.js';
 import { artifactsIncremental, snapshot1g } from './archives.js';
 import type { BenchContext } from './context.js';
 import { incremental } from './incremental.js';
+import { indexFullBench, indexIncrementalBench } from './indexing.js';
 import { initialSync } from './initialSync.js';
 import { noChange } from './noChange.js';
 import { formatDetails, formatTable, type BenchResult } from './report.js';
@@ -30,6 +31,8 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'webhook-freshness': webhookFreshness,
   'snapshot-1g': snapshot1g,
   'artifacts-incremental': artifactsIncremental,
+  'index-full': indexFullBench,
+  'index-incremental': indexIncrementalBench,
 };
 
 // Profiled servers run slower: their results go beside the profiles, not over bench/results.json.
@@ -61,6 +64,7 @@ async function main(): Promise<void> {
   const gitRoot = path.join(workDir, 'git');
   await mkdir(gitRoot);
   const gitServer = await startGitServer({ root: gitRoot });
+  const shared = new Map<string, Promise<{ close(): Promise<void> }>>();
   const ctx: BenchContext = {
     git: gitServer,
     workDir,
@@ -68,6 +72,10 @@ async function main(): Promise<void> {
     warmup: (fallback) => warmup ?? fallback,
     scale: (size) => Math.max(1, Math.round(size * scale)),
     log,
+    shared: <T extends { close(): Promise<void> }>(key: string, create: () => Promise<T>) => {
+      if (!shared.has(key)) shared.set(key, create());
+      return shared.get(key)! as Promise<T>;
+    },
   };
 
   const results: BenchResult[] = [];
@@ -85,6 +93,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    for (const resource of shared.values()) await resource.then((value) => value.close()).catch(() => undefined);
     await gitServer.close();
     await rm(workDir, { recursive: true, force: true });
   }

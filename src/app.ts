@@ -23,6 +23,8 @@ import { Evictor } from './sync/eviction.js';
 import { RepositoryFiles } from './sync/repositoryFiles.js';
 import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from './storage/archiveStore.js';
 import { WebhookService } from './sync/webhooks.js';
+import { CodeGraph } from './indexing/codeGraph.js';
+import { Indexer } from './indexing/indexer.js';
 
 export interface App {
   config: Config;
@@ -68,6 +70,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
 
   const archiver = new Archiver(db.prisma, store, git, copies, logger, metrics, config.archive);
+  const graph = config.neo4j ? CodeGraph.open(config.neo4j) : null;
+  const indexer = new Indexer(db.prisma, git, graph, logger, metrics, config.index);
+  // Constraints and indexes now, so the first sync does not wait for them; Neo4j being down does not stop the service.
+  graph?.ready().catch((error: unknown) => logger.error({ err: (error as Error).message }, 'code graph unavailable; indexing retries at each sync'));
 
   // Names this process in SyncRun.claimedBy; the lease tells other instances it is alive.
   const instanceId = `${process.pid}-${randomUUID()}`;
@@ -81,6 +87,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       copies,
       strategies: createStrategies(git, copies),
       archiver,
+      indexer,
       events,
       logger,
       resolveAuth: (repository) => repositories.authFor(repository),
@@ -90,7 +97,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     metrics,
     { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId, afterSync: () => evictor.request() },
   );
-  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, secretBox, config, logger);
+  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger);
   const webhooks = new WebhookService({
     prisma: db.prisma,
     engine,
@@ -103,7 +110,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
   const files = new RepositoryFiles(db.prisma, git, copies, store);
-  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks };
+  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph };
 
   await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
@@ -159,6 +166,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         await engine.shutdown(config.shutdownGraceMs);
         await evictor.idle();
         await lease.release();
+        await graph?.close();
         if (!options.db) await db.close();
       })();
       return closing;

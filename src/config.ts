@@ -48,6 +48,10 @@ const schema = z
     REPOLENS_RESTORE_MAX_ENTRIES: positiveInt(2_000_000),
     REPOLENS_ARCHIVE_RETRY_MS: z.coerce.number().int().min(0).default(1000),
     REPOLENS_ARCHIVE_COLLECT_GRACE_MS: z.coerce.number().int().min(0).default(15 * 60_000),
+    NEO4J_URL: z.url({ protocol: /^(bolt|neo4j)(\+s|\+ssc)?$/ }).optional(),
+    NEO4J_USER: z.string().min(1).optional(),
+    NEO4J_PASSWORD: z.string().optional(),
+    REPOLENS_INDEX_MAX_FILE_BYTES: positiveInt(1024 * 1024),
     GITHUB_API_URL: z.url().default('https://api.github.com'),
     GITLAB_URL: z.url().default('https://gitlab.com'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -98,6 +102,12 @@ const schema = z
         retryMs: env.REPOLENS_ARCHIVE_RETRY_MS,
         /** Unreferenced archive objects younger than this survive a collection. */
         collectGraceMs: env.REPOLENS_ARCHIVE_COLLECT_GRACE_MS,
+      },
+      /** Code graph in Neo4j when NEO4J_URL is set (SPEC §2); metadata is always indexed. */
+      neo4j: env.NEO4J_URL ? { url: env.NEO4J_URL, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD } : undefined,
+      index: {
+        /** Files bigger than this are not parsed, nor their lines counted. */
+        maxFileBytes: env.REPOLENS_INDEX_MAX_FILE_BYTES,
       },
       githubApiUrl: env.GITHUB_API_URL,
       gitlabUrl: env.GITLAB_URL,

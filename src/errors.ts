@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'FORBIDDEN'
   | 'CONFLICT'
   | 'PROVIDER_ERROR'
+  | 'UNAVAILABLE'
   | 'INTERNAL';
 
 export abstract class DomainError extends Error {
@@ -43,4 +44,9 @@ export class ConflictError extends DomainError {
 
 export class ProviderError extends DomainError {
   readonly code = 'PROVIDER_ERROR';
+}
+
+/** A part of the service that is not configured or cannot be reached right now (the code graph). */
+export class UnavailableError extends DomainError {
+  readonly code = 'UNAVAILABLE';
 }

@@ -10,6 +10,8 @@ export interface Metrics {
   repositoriesByStatus: Gauge<'status'>;
   archiveDuration: Histogram<'part' | 'outcome'>;
   archiveObjects: Counter<'part'>;
+  indexDuration: Histogram<'mode' | 'outcome'>;
+  indexedFiles: Counter<'mode'>;
 }
 
 /** One registry per app instance, so tests can run several apps in one process. */
@@ -48,6 +50,19 @@ export function createMetrics(countRepositoriesByStatus: () => Promise<Record<st
       name: 'repolens_archive_objects_uploaded_total',
       help: 'Objects written to the archive store: snapshot, blob, manifest',
       labelNames: ['part'],
+      registers: [registry],
+    }),
+    indexDuration: new Histogram({
+      name: 'repolens_index_duration_seconds',
+      help: 'Time of the INDEXING phase (metadata and code graph), by mode (full, incremental) and outcome',
+      labelNames: ['mode', 'outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600],
+      registers: [registry],
+    }),
+    indexedFiles: new Counter({
+      name: 'repolens_indexed_files_total',
+      help: 'Files read by the INDEXING phase (parsed or measured), by mode',
+      labelNames: ['mode'],
       registers: [registry],
     }),
     queueDepth: new Gauge({ name: 'repolens_sync_queue_depth', help: 'Runs waiting in this process', registers: [registry] }),

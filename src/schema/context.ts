@@ -1,4 +1,5 @@
 import type { WebhookService } from '../sync/webhooks.js';
+import type { CodeGraph } from '../indexing/codeGraph.js';
 import type { Config } from '../config.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
@@ -17,6 +18,8 @@ export interface Services {
   repositories: RepositoryService;
   secretBox: SecretBox;
   webhooks: WebhookService;
+  /** The code graph; null when NEO4J_URL is not set. */
+  graph: CodeGraph | null;
 }
 
 /** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */

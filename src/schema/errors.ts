@@ -20,7 +20,7 @@ export function withoutInputValues(message: string): string {
   return redactSecrets(`${message.slice(0, start)}(value omitted)${where}${message.slice(end)}`);
 }
 
-const domainCodes: readonly ErrorCode[] = ['BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'PROVIDER_ERROR', 'INTERNAL'];
+const domainCodes: readonly ErrorCode[] = ['BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'PROVIDER_ERROR', 'UNAVAILABLE', 'INTERNAL'];
 
 /**
  * The one place errors become GraphQL errors: domain errors keep their

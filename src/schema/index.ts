@@ -9,6 +9,7 @@ import './credential.js';
 import './ref.js';
 import './webhook.js';
 import './archive.js';
+import './codeGraph.js';
 
 builder.queryType({});
 builder.mutationType({});

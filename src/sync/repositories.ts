@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '../errors.js';
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
+import type { Indexer } from '../indexing/indexer.js';
 import type { Archiver } from './archiver.js';
 import { archiveKeys } from '../storage/archiveStore.js';
 import type { Prisma } from '../storage/database.js';
@@ -49,6 +50,7 @@ export class RepositoryService {
     private readonly git: Git,
     private readonly copies: WorkingCopies,
     private readonly archiver: Archiver,
+    private readonly indexer: Indexer,
     private readonly secretBox: SecretBox,
     private readonly config: Config,
     private readonly logger: Logger,
@@ -167,6 +169,9 @@ export class RepositoryService {
       // The rows are gone; what the store kept is named so an operator can delete it.
       this.logger.error({ repositoryId, prefix: archiveKeys.repository(repositoryId), err: (error as Error).message }, 'archived objects of a removed repository could not be deleted');
       return 0;
+    });
+    await this.indexer.removeRepository(repositoryId).catch((error: unknown) => {
+      this.logger.error({ repositoryId, err: (error as Error).message }, 'code graph of a removed repository could not be deleted');
     });
     this.logger.info({ repositoryId, archivedObjectsDeleted: objects }, 'repository removed');
   }

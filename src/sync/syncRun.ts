@@ -3,6 +3,7 @@ import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
+import type { Indexer } from '../indexing/indexer.js';
 import type { ArchiveOutcome, Archiver } from './archiver.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
@@ -20,6 +21,7 @@ export interface RunDependencies {
   copies: WorkingCopies;
   strategies: Strategies;
   archiver: Archiver;
+  indexer: Indexer;
   events: SyncEvents;
   logger: Logger;
   resolveAuth(repository: Repository): Promise<GitAuth | undefined>;
@@ -43,7 +45,7 @@ class RunFailure extends Error {}
 
 /**
  * One sync run, following the pipeline of SPEC §1:
- * (RESTORE) → CHECK → CLONE | FETCH → APPLY → ARCHIVE → DONE (or SKIPPED / FAILED).
+ * (RESTORE) → CHECK → CLONE | FETCH → APPLY → INDEX → ARCHIVE → DONE (or SKIPPED / FAILED).
  */
 export async function executeRun(deps: RunDependencies, { run: claimed, repository }: ClaimedRun, signal: AbortSignal): Promise<RunResult> {
   const recorder = new RunRecorder(
@@ -102,9 +104,11 @@ async function sync(
     const upToDate = health.healthy && health.head === remoteSha && repository.lastCommitSha === remoteSha;
     if (upToDate && !run.force) {
       await followBranch(prisma, repository, branch);
-      // An unchanged commit is archived when it never was (the policy changed, or the last attempt failed).
+      // An unchanged commit is indexed and archived when it never was (a run killed while
+      // indexing, a graph configured later, a policy changed, an attempt that failed).
+      const indexWarning = await indexCommit(deps, repository, remoteSha, recorder, signal);
       const archived = await archiveCommit(deps, repository, remoteSha, recorder, signal);
-      return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs, archived) };
+      return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs, archived, indexWarning) };
     }
   }
 
@@ -142,6 +146,7 @@ async function sync(
   }
 
   await followBranch(prisma, repository, result.branch);
+  const indexWarning = await indexCommit(deps, repository, result.head, recorder, signal);
   const archived = await archiveCommit(deps, repository, result.head, recorder, signal);
   const finishedAt = new Date();
   const changed = result.head !== repository.lastCommitSha;
@@ -157,7 +162,7 @@ async function sync(
       UPDATE "SyncRun" SET
         status = 'SUCCEEDED', "activeSlot" = NULL, strategy = ${usedStrategy}::"SyncStrategy", "toSha" = ${result.head},
         "filesChanged" = ${result.filesChanged}, "bytesReceived" = ${result.bytesReceived}, "finishedAt" = ${finishedAt},
-        phase = ${done.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(done.data.phaseLog)}::jsonb, warning = ${archived?.warning ?? null}
+        phase = ${done.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(done.data.phaseLog)}::jsonb, warning = ${warnings(indexWarning, archived)}
       WHERE id = ${run.id}::uuid
     )
     UPDATE "Repository" SET
@@ -198,6 +203,36 @@ async function restoreCopy(
     recorder.prepare('RESTORING', { message: `snapshot unusable (${message}); cloning instead` }).publish();
     return health;
   }
+}
+
+/**
+ * INDEXING: metadata and code graph brought to the commit, when they are not
+ * there yet. Never fails the run: the copy is synced whatever happens to the
+ * index, and the next run picks up where this one stopped.
+ */
+async function indexCommit(deps: RunDependencies, repository: Repository, commitSha: string, recorder: RunRecorder, signal: AbortSignal): Promise<string | null> {
+  if (!(await deps.indexer.due(repository.id, commitSha))) return null;
+  recorder.announce('INDEXING');
+  let warning: string | null;
+  let summary: string;
+  try {
+    const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, signal);
+    warning = outcome.warning;
+    summary = `metadata ${outcome.metadata}, graph ${outcome.graph}, ${outcome.filesRead} files read${warning ? ` (${warning})` : ''}`;
+  } catch (error) {
+    if (signal.aborted) throw error;
+    warning = `indexing failed: ${redactSecrets(error instanceof Error ? error.message : String(error))}`;
+    summary = warning;
+    deps.logger.warn({ repositoryId: repository.id, commitSha, err: warning }, 'indexing failed; the next sync tries again');
+  }
+  recorder.prepare('INDEXING', { message: summary }).publish();
+  return warning;
+}
+
+/** The run's warning column: what went wrong without failing it. */
+function warnings(indexWarning: string | null, archived: ArchiveOutcome | null): string | null {
+  const all = [indexWarning, archived?.warning ?? null].filter((warning): warning is string => warning !== null);
+  return all.length ? all.join('; ') : null;
 }
 
 /** ARCHIVING, when the repository's policy asks for it: never fails the run (a failure is its warning). */
@@ -300,6 +335,7 @@ async function finishSkipped(
   sha: string,
   refs: RefsChange | null,
   archived: ArchiveOutcome | null,
+  indexWarning: string | null,
 ): Promise<QueuedRun | null | undefined> {
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
@@ -312,7 +348,7 @@ async function finishSkipped(
       UPDATE "SyncRun" SET
         status = 'SKIPPED', "activeSlot" = NULL, "toSha" = ${sha}, "filesChanged" = 0, "bytesReceived" = 0, "finishedAt" = ${now},
         phase = ${skipped.data.phase}::"SyncPhase", "phaseLog" = ${JSON.stringify(skipped.data.phaseLog)}::jsonb,
-        warning = ${archived?.warning ?? null}
+        warning = ${warnings(indexWarning, archived)}
       WHERE id = ${recorder.runId}::uuid
     )
     UPDATE "Repository" SET

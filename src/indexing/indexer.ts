@@ -1,0 +1,463 @@
+import type { Logger } from 'pino';
+import type { RepositoryMetadata } from '../generated/prisma/client.js';
+import type { Metrics } from '../metrics.js';
+import type { Prisma } from '../storage/database.js';
+import type { Git } from '../sync/git.js';
+import { redactSecrets } from '../sync/redact.js';
+import { parentOf, type CodeGraph, type GraphFile, type GraphImport, type GraphUpdateEnd, type GraphUpdatePlan, type GraphWriter } from './codeGraph.js';
+import { commitInfo, diffTrees, listTree, readBlobs, type TreeChange, type TreeEntry } from './gitTree.js';
+import { importCandidates, resolveImport, resolvesToFiles } from './imports.js';
+import {
+  countLines,
+  countsAsCode,
+  detectLicense,
+  isBinary,
+  isDocumentation,
+  isGenerated,
+  isVendored,
+  languageOf,
+  pickLicenseFile,
+  pickReadme,
+} from './languages.js';
+import { CodeParser, parserLanguageOf } from './parser.js';
+
+export interface IndexerOptions {
+  /** Files bigger than this are neither parsed nor counted in lines (they still count in files and bytes). */
+  maxFileBytes: number;
+}
+
+/** Per language: files, bytes and non-blank lines. */
+export type LanguageTally = Record<string, { files: number; bytes: number; lines: number }>;
+
+export interface IndexOutcome {
+  /** What was done: nothing (already indexed at this commit), or how. */
+  metadata: 'unchanged' | 'full' | 'incremental';
+  graph: 'unchanged' | 'full' | 'incremental' | 'disabled' | 'failed';
+  filesRead: number;
+  /** The code graph could not be written: the run records it and still succeeds. */
+  warning: string | null;
+  /** Milliseconds per step: tree (ls-tree, diff), read (cat-file and parsing), graph (building and writing the update), metadata. */
+  timings: Record<string, number>;
+}
+
+const submoduleMode = '160000';
+const symlinkMode = '120000';
+/** How much of a file the content-based "generated" check looks at. */
+const headBytes = 1024;
+
+/**
+ * The INDEXING phase (SPEC §1): repository metadata in PostgreSQL, always, and
+ * the code graph in Neo4j when one is configured. Each keeps the commit it
+ * describes (RepositoryMetadata.commitSha, Repository.indexedSha in the
+ * graph), so a run changes only what differs from that commit to the new one
+ * (`git diff --raw -M`), and falls back to a from-scratch index when there is
+ * no usable previous commit (first run, rewritten history). All content is read
+ * from git's objects (`git cat-file --batch`), never through the working
+ * tree, so a symlink is never followed.
+ */
+export class Indexer {
+  private parser: Promise<CodeParser> | null = null;
+
+  constructor(
+    private readonly prisma: Prisma,
+    private readonly git: Git,
+    private readonly graph: CodeGraph | null,
+    private readonly logger: Logger,
+    private readonly metrics: Pick<Metrics, 'indexDuration' | 'indexedFiles'>,
+    private readonly options: IndexerOptions,
+  ) {}
+
+  get graphEnabled(): boolean {
+    return this.graph !== null;
+  }
+
+  /** Whether anything is left to index at this commit (no git work, one primary-key read). */
+  async due(repositoryId: string, commitSha: string): Promise<boolean> {
+    const meta = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId }, select: { commitSha: true, graphSha: true } });
+    return !meta || meta.commitSha !== commitSha || (this.graph !== null && meta.graphSha !== commitSha);
+  }
+
+  /**
+   * Brings metadata and graph to `commitSha`, read from the git repository at
+   * `cwd` (the working copy, which must hold the commit and, for an
+   * incremental run, the previously indexed one). A graph failure is a
+   * warning; a metadata failure throws.
+   */
+  async index(repositoryId: string, cwd: string, commitSha: string, signal?: AbortSignal): Promise<IndexOutcome> {
+    const started = performance.now();
+    const stored = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId } });
+    const metadataDue = stored?.commitSha !== commitSha;
+    let graphDue = this.graph !== null && stored?.graphSha !== commitSha;
+    // The graph's own record is the truth (the PostgreSQL copy may lag a crash behind).
+    let graphFrom: string | null = null;
+    let warning: string | null = null;
+    if (graphDue) {
+      try {
+        graphFrom = await this.graph!.indexedSha(repositoryId);
+      } catch (error) {
+        warning = `code graph not updated: ${describe(error)}`;
+        graphDue = false;
+      }
+      if (graphFrom === commitSha) graphDue = false;
+    }
+    const outcome: IndexOutcome = {
+      metadata: metadataDue ? 'full' : 'unchanged',
+      graph: this.graph === null ? 'disabled' : graphDue ? 'full' : warning ? 'failed' : 'unchanged',
+      filesRead: 0,
+      warning,
+      timings: {},
+    };
+    let lap = performance.now();
+    const step = (name: string) => {
+      const now = performance.now();
+      outcome.timings[name] = Math.round(now - lap);
+      lap = now;
+    };
+    if (!metadataDue && !graphDue) {
+      // The graph was written but a crash kept PostgreSQL from hearing of it.
+      if (this.graph && !warning && stored && stored.graphSha !== commitSha) {
+        await this.prisma.repositoryMetadata.update({ where: { repositoryId }, data: { graphSha: commitSha } });
+      }
+      return outcome;
+    }
+
+    const tree = await listTree(this.git, cwd, commitSha, signal);
+    const diffs = new Map<string, TreeChange[] | null>();
+    const changesFrom = async (from: string | null | undefined): Promise<TreeChange[] | null> => {
+      if (!from) return null;
+      if (!diffs.has(from)) {
+        diffs.set(from, await diffTrees(this.git, cwd, from, commitSha, signal).catch((error: unknown) => {
+          this.logger.info({ repositoryId, from, err: describe(error) }, 'previous indexed commit unusable; indexing from scratch');
+          return null;
+        }));
+      }
+      return diffs.get(from)!;
+    };
+    const metadataChanges = metadataDue ? await changesFrom(stored?.commitSha) : null;
+    const graphChanges = graphDue ? await changesFrom(graphFrom) : null;
+    if (metadataDue && metadataChanges) outcome.metadata = 'incremental';
+    if (graphDue && graphChanges) outcome.graph = 'incremental';
+
+    const graphFailed = (error: unknown) => {
+      if (signal?.aborted) throw error;
+      outcome.graph = 'failed';
+      outcome.warning = `code graph not updated: ${describe(error)}`;
+      this.logger.warn({ repositoryId, commitSha, err: outcome.warning }, 'code graph update failed; the next sync tries again');
+    };
+    const work = new Work(tree, this.options.maxFileBytes);
+    if (metadataDue) work.planMetadata(metadataChanges, stored);
+    // The graph's transaction opens before the files are read: they stream into it as they are parsed.
+    let writer: GraphWriter | null = null;
+    if (graphDue) {
+      const plan = work.planGraph(repositoryId, graphChanges);
+      try {
+        writer = await this.graph!.begin(plan, signal);
+        work.writeTo(writer);
+      } catch (error) {
+        graphFailed(error);
+      }
+    }
+    step('tree');
+    if (work.needsParser) work.parser = await (this.parser ??= CodeParser.create());
+    try {
+      await readBlobs(this.git, cwd, work.blobIds(), this.options.maxFileBytes, (id, size, content) => work.consume(id, size, content), signal);
+    } catch (error) {
+      await writer?.abort();
+      throw error;
+    }
+    outcome.filesRead = work.filesRead;
+    step('read');
+
+    let graphSha = stored?.graphSha ?? null;
+    if (writer) {
+      try {
+        const end = await work.graphEnd(repositoryId, graphChanges, this.graph!, await this.commit(cwd, commitSha, signal));
+        await writer.finish(end);
+        graphSha = commitSha;
+      } catch (error) {
+        await writer.abort();
+        graphFailed(error);
+      }
+    } else if (this.graph && !warning && !graphDue) {
+      graphSha = commitSha;
+    }
+    step('graph');
+    signal?.throwIfAborted();
+
+    const metadata = metadataDue ? await this.metadata(cwd, commitSha, tree, work.tally(), signal) : null;
+    await this.prisma.repositoryMetadata.upsert({
+      where: { repositoryId },
+      create: { repositoryId, ...metadata!, graphSha, indexedAt: new Date() },
+      update: { ...(metadata ?? {}), graphSha, indexedAt: new Date() },
+    });
+    step('metadata');
+    this.logger.info({ repositoryId, commitSha, metadata: outcome.metadata, graph: outcome.graph, filesRead: outcome.filesRead, timings: outcome.timings }, 'indexed');
+
+    const mode = outcome.metadata === 'full' || outcome.graph === 'full' ? 'full' : 'incremental';
+    this.metrics.indexDuration.observe({ mode, outcome: outcome.warning ? 'warning' : 'ok' }, (performance.now() - started) / 1000);
+    this.metrics.indexedFiles.inc({ mode }, outcome.filesRead);
+    return outcome;
+  }
+
+  /** Removes a repository's graph (its metadata row goes with the repository). */
+  async removeRepository(repositoryId: string): Promise<void> {
+    await this.graph?.removeRepository(repositoryId);
+  }
+
+  private async commit(cwd: string, commitSha: string, signal?: AbortSignal): Promise<GraphUpdateEnd['commit']> {
+    const info = await commitInfo(this.git, cwd, commitSha, signal);
+    return { sha: commitSha, author: info.author, committedAt: info.at.toISOString(), message: info.message };
+  }
+
+  private async metadata(cwd: string, commitSha: string, tree: TreeEntry[], languages: LanguageTally, signal?: AbortSignal) {
+    const files = tree.filter((entry) => entry.mode !== submoduleMode);
+    const rootNames = files.filter((entry) => !entry.path.includes('/')).map((entry) => entry.path);
+    const licensePath = pickLicenseFile(rootNames);
+    let license: string | null = null;
+    const licenseEntry = licensePath ? files.find((entry) => entry.path === licensePath) : undefined;
+    if (licenseEntry && licenseEntry.mode !== symlinkMode) {
+      await readBlobs(this.git, cwd, [licenseEntry.sha], 256 * 1024, (_id, _size, content) => {
+        if (content) license = detectLicense(content.toString('utf8'));
+      }, signal);
+    }
+    const info = await commitInfo(this.git, cwd, commitSha, signal);
+    const sorted = Object.fromEntries(Object.entries(languages).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return {
+      commitSha,
+      languages: sorted,
+      fileCount: files.length,
+      totalBytes: files.reduce((sum, entry) => sum + entry.size, 0),
+      linesOfCode: Object.values(languages).reduce((sum, share) => sum + share.lines, 0),
+      readmePath: pickReadme(rootNames),
+      license,
+      lastCommitAuthor: info.author,
+      lastCommitAt: Number.isNaN(info.at.getTime()) ? null : info.at,
+      lastCommitMessage: info.message,
+    };
+  }
+}
+
+/** A file to read, and who needs its content. */
+interface Reader {
+  path: string;
+  role: 'metadata-add' | 'metadata-remove' | 'graph';
+}
+
+/**
+ * One indexing pass over a commit: which blobs to read, and what each
+ * yields (a language tally delta, a parsed file). Content is handled as git
+ * streams it and then dropped.
+ */
+class Work {
+  parser: CodeParser | null = null;
+  filesRead = 0;
+  private readonly readers = new Map<string, Reader[]>();
+  private languages: LanguageTally = {};
+  private readonly graphFiles = new Map<string, GraphFile>();
+  /** Resolved imports of the files read so far. */
+  private readonly imports: GraphImport[] = [];
+  private readonly paths: Set<string>;
+  private graphPlanned = false;
+  private writer: GraphWriter | null = null;
+
+  constructor(
+    private readonly tree: TreeEntry[],
+    private readonly maxFileBytes: number,
+  ) {
+    this.paths = new Set(tree.filter((entry) => entry.mode !== submoduleMode).map((entry) => entry.path));
+  }
+
+  get needsParser(): boolean {
+    return this.graphPlanned && this.graphFiles.size > 0;
+  }
+
+  /** Metadata: the tally of the whole tree, or the stored one adjusted by the changes. */
+  planMetadata(changes: TreeChange[] | null, stored: RepositoryMetadata | null): void {
+    if (!changes || !stored) {
+      for (const entry of this.tree) if (countable(entry.path, entry.mode)) this.want(entry.sha, { path: entry.path, role: 'metadata-add' });
+      return;
+    }
+    this.languages = structuredClone(stored.languages as LanguageTally);
+    for (const change of changes) {
+      if (change.oldSha && countable(change.path, change.oldMode)) this.want(change.oldSha, { path: change.path, role: 'metadata-remove' });
+      if (change.newSha && countable(change.path, change.newMode)) this.want(change.newSha, { path: change.path, role: 'metadata-add' });
+    }
+  }
+
+  /** Graph: every file of the tree, or the changed ones; what the update removes and prepares first. */
+  planGraph(repositoryId: string, changes: TreeChange[] | null): GraphUpdatePlan {
+    this.graphPlanned = true;
+    const entries = changes
+      ? changes.filter((change) => change.newSha && change.newMode !== submoduleMode).map((change) => ({ path: change.path, mode: change.newMode!, sha: change.newSha! }))
+      : this.tree.filter((entry) => entry.mode !== submoduleMode);
+    const sizes = new Map(this.tree.map((entry) => [entry.path, entry.size]));
+    for (const entry of entries) {
+      const file: GraphFile = {
+        path: entry.path,
+        language: languageOf(entry.path)?.name ?? null,
+        bytes: sizes.get(entry.path) ?? 0,
+        blobSha: entry.sha,
+        skipped: pathSkip(entry.path, entry.mode),
+        imports: [],
+        unresolvedImports: [],
+      };
+      this.graphFiles.set(entry.path, file);
+      if (!file.skipped && parserLanguageOf(entry.path)) {
+        if (file.bytes > this.maxFileBytes) file.skipped = 'too large';
+        else this.want(entry.sha, { path: entry.path, role: 'graph' });
+      }
+    }
+    const directories = new Set<string>(['']);
+    for (const path of this.graphFiles.keys()) for (const dir of ancestors(path)) directories.add(dir);
+    return {
+      repositoryId,
+      full: changes === null,
+      removedFiles: changes ? removedPaths(changes) : [],
+      changedFiles: changes ? [...this.graphFiles.keys()] : [],
+      directories: [...directories],
+    };
+  }
+
+  /** Streams files into the graph update: those not to be parsed now, the others as they are parsed. */
+  writeTo(writer: GraphWriter): void {
+    this.writer = writer;
+    const parsed = new Set<string>();
+    for (const readers of this.readers.values()) for (const reader of readers) if (reader.role === 'graph') parsed.add(reader.path);
+    for (const file of this.graphFiles.values()) if (!parsed.has(file.path)) writer.add({ ...file, symbols: [] });
+  }
+
+  blobIds(): string[] {
+    return [...this.readers.keys()];
+  }
+
+  consume(id: string, size: number, content: Buffer | null): void {
+    for (const reader of this.readers.get(id) ?? []) {
+      this.filesRead++;
+      if (reader.role === 'graph') this.parse(reader.path, content);
+      else this.count(reader.path, size, content, reader.role === 'metadata-add' ? 1 : -1);
+    }
+  }
+
+  tally(): LanguageTally {
+    for (const [language, share] of Object.entries(this.languages)) if (share.files <= 0) delete this.languages[language];
+    return this.languages;
+  }
+
+  /** What the update writes once every file is in: import edges, re-resolved files, emptied directories, the commit. */
+  async graphEnd(repositoryId: string, changes: TreeChange[] | null, graph: CodeGraph, commit: GraphUpdateEnd['commit']): Promise<GraphUpdateEnd> {
+    const imports = this.imports;
+    const removedFiles = changes ? removedPaths(changes) : [];
+    const reresolved: GraphUpdateEnd['reresolved'] = [];
+    if (changes) {
+      // Paths that came or went can change how unchanged files' imports resolve.
+      const moved = new Set([...removedFiles, ...changes.filter((change) => change.status === 'A').map((change) => change.path)]);
+      if (moved.size) {
+        for (const file of await graph.importsOf(repositoryId)) {
+          if (this.graphFiles.has(file.path) || !this.paths.has(file.path)) continue;
+          const language = parserLanguageOf(file.path);
+          if (!language || !resolvesToFiles(language)) continue;
+          const touched = file.imports.some((specifier) => importCandidates(language, file.path, specifier).candidates.some((candidate) => moved.has(candidate)));
+          if (!touched) continue;
+          const entry: GraphFile = { path: file.path, language: null, bytes: 0, blobSha: '', skipped: null, imports: file.imports, unresolvedImports: [] };
+          imports.push(...this.resolve(entry));
+          reresolved.push({ path: file.path, unresolvedImports: entry.unresolvedImports });
+        }
+      }
+    }
+
+    const removedDirectories = new Set<string>();
+    if (changes) {
+      const live = new Set<string>(['']);
+      for (const path of this.paths) for (const dir of ancestors(path)) live.add(dir);
+      for (const path of removedFiles) for (const dir of ancestors(path)) if (!live.has(dir)) removedDirectories.add(dir);
+    }
+    return { commit, reresolved, imports, removedDirectories: [...removedDirectories] };
+  }
+
+  private want(id: string, reader: Reader): void {
+    const list = this.readers.get(id);
+    if (list) list.push(reader);
+    else this.readers.set(id, [reader]);
+  }
+
+  /** Parses a file, resolves its imports, and hands it (with its symbols) to the graph update. */
+  private parse(path: string, content: Buffer | null): void {
+    const file = this.graphFiles.get(path)!;
+    const skip = content ? contentSkip(path, content) : 'too large';
+    if (skip || !content) {
+      file.skipped = skip;
+      this.writer?.add({ ...file, symbols: [] });
+      return;
+    }
+    const parsed = this.parser!.parse(parserLanguageOf(path)!, content.toString('utf8'));
+    file.imports = parsed.imports;
+    this.imports.push(...this.resolve(file));
+    this.writer?.add({ ...file, symbols: parsed.symbols });
+  }
+
+  private count(path: string, size: number, content: Buffer | null, sign: 1 | -1): void {
+    const language = languageOf(path)!;
+    if (content && (isBinary(content) || isGenerated(path, content.subarray(0, headBytes)))) return;
+    const share = (this.languages[language.name] ??= { files: 0, bytes: 0, lines: 0 });
+    share.files += sign;
+    share.bytes += sign * size;
+    share.lines += sign * (content ? countLines(content) : 0);
+  }
+
+  /** A file's import edges; fills its unresolved list. */
+  private resolve(file: GraphFile): GraphImport[] {
+    const language = parserLanguageOf(file.path);
+    if (!language || !file.imports.length) return [];
+    const edges = new Map<string, GraphImport>();
+    const unresolved: string[] = [];
+    for (const specifier of file.imports) {
+      const target = resolveImport(language, file.path, specifier, this.paths);
+      if (target.kind === 'file') {
+        if (target.path !== file.path) edges.set(`f:${target.path}`, { from: file.path, toFile: target.path });
+      } else if (target.kind === 'module') {
+        edges.set(`m:${target.name}`, { from: file.path, module: target.name });
+      } else if (!unresolved.includes(specifier)) {
+        unresolved.push(specifier);
+      }
+    }
+    file.unresolvedImports = unresolved;
+    return [...edges.values()];
+  }
+}
+
+/** Whether a path counts in the language breakdown, judged by its path and mode (content is checked later). */
+function countable(path: string, mode: string | null): boolean {
+  if (!mode || mode === submoduleMode || mode === symlinkMode) return false;
+  const language = languageOf(path);
+  return language !== null && countsAsCode(language) && !isVendored(path) && !isDocumentation(path) && !isGenerated(path);
+}
+
+/** Why a file is not parsed, by its path and mode alone. */
+function pathSkip(path: string, mode: string): string | null {
+  if (mode === symlinkMode) return 'symlink';
+  if (isVendored(path)) return 'vendored';
+  if (isGenerated(path)) return 'generated';
+  return null;
+}
+
+/** Why a file is not parsed, by its content. */
+function contentSkip(path: string, content: Buffer): string | null {
+  if (isBinary(content)) return 'binary';
+  if (isGenerated(path, content.subarray(0, headBytes))) return 'generated';
+  return null;
+}
+
+/** Paths an update removes: deleted or renamed away, or turned into a submodule. */
+function removedPaths(changes: TreeChange[]): string[] {
+  return changes.filter((change) => change.status === 'D' || change.newMode === submoduleMode).map((change) => change.path);
+}
+
+function ancestors(filePath: string): string[] {
+  const dirs: string[] = [];
+  for (let dir = parentOf(filePath); dir !== ''; dir = parentOf(dir)) dirs.push(dir);
+  return dirs;
+}
+
+function describe(error: unknown): string {
+  return redactSecrets(error instanceof Error ? error.message : String(error));
+}
