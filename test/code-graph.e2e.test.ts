@@ -1,3 +1,4 @@
+import { createServer, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodeGraph } from '../src/indexing/codeGraph.js';
 import {
@@ -17,6 +18,7 @@ import { dumpGraph, indexFromScratch, metadataOf } from './support/codeGraph.js'
 import { createUpstream, mulberry32, type FileChange, type Upstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { neo4jTestEnv } from './support/neo4j.js';
+import { freePort } from './support/serverProcess.js';
 
 let server: GitServer;
 
@@ -432,8 +434,9 @@ describe('incremental indexing', () => {
       if (!Object.keys(changes).length) continue;
       const sha = await upstream.commit(changes, `round ${round}`);
       await syncTo(harness, id, sha);
-      const run = await harness.testApp.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId }, orderBy: { queuedAt: 'desc' } });
-      expect(JSON.stringify(run.phaseLog)).toContain('graph incremental');
+      // …and it was an incremental run that got there.
+      const indexed = harness.testApp.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'indexed' && line.repositoryId === repositoryId);
+      expect(indexed.at(-1)).toMatchObject({ commitSha: sha, graph: 'incremental', metadata: 'incremental' });
       const expected = await fromScratch(repositoryId, sha);
       expect(await dumpGraph(graph, repositoryId), `seed ${seed}, round ${round}`).toEqual(expected.graph);
       expect(await metadataOf(harness.testApp.app.db.prisma, repositoryId), `seed ${seed}, round ${round}`).toEqual(expected.metadata);
@@ -462,18 +465,40 @@ describe('without a code graph', () => {
   });
 
   it('syncs when Neo4j cannot be reached, records the warning, and indexes the graph once it can', async () => {
-    const harness = await startHarness({ NEO4J_URL: 'bolt://127.0.0.1:9' });
+    // NEO4J_URL names a port where nothing listens yet; later a relay to the test server opens there.
+    const port = await freePort();
+    const neo4j = neo4jTestEnv();
+    const harness = await startHarness({ ...neo4j, NEO4J_URL: `bolt://127.0.0.1:${port}` });
+    const target = new URL(neo4j.NEO4J_URL);
+    const relay = createServer((socket) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      socket.pipe(upstream).pipe(socket);
+      socket.on('error', () => upstream.destroy());
+      upstream.on('error', () => socket.destroy());
+    });
     try {
       const upstream = await createUpstream(server, 'graph-down', { files: { 'a.ts': 'export function a() {}\n' } });
       const id = await addSynced(harness, upstream);
-      const run = await harness.testApp.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId: dbId(id) }, orderBy: { queuedAt: 'desc' } });
+      const prisma = harness.testApp.app.db.prisma;
+      const run = await prisma.syncRun.findFirstOrThrow({ where: { repositoryId: dbId(id) }, orderBy: { queuedAt: 'desc' } });
       expect(run.status).toBe('SUCCEEDED');
-      expect(run.warning).toMatch(/code graph not updated: code graph unavailable: cannot use Neo4j at bolt:\/\/127\.0\.0\.1:9/);
-      const metadata = await harness.testApp.app.db.prisma.repositoryMetadata.findUniqueOrThrow({ where: { repositoryId: dbId(id) } });
-      expect(metadata.graphSha).toBeNull();
-      const result = await harness.client.raw(RepositoryFilesDocument, { id });
-      expect(result.errors![0]).toMatchObject({ extensions: { code: 'UNAVAILABLE' } });
+      expect(run.warning).toContain(`code graph not updated: code graph unavailable: cannot use Neo4j at bolt://127.0.0.1:${port}`);
+      expect(run.warning).not.toContain(neo4j.NEO4J_PASSWORD);
+      expect((await prisma.repositoryMetadata.findUniqueOrThrow({ where: { repositoryId: dbId(id) } })).graphSha).toBeNull();
+      const down = await harness.client.raw(RepositoryFilesDocument, { id });
+      expect(down.errors![0]).toMatchObject({ extensions: { code: 'UNAVAILABLE' } });
+
+      await new Promise<void>((resolve) => relay.listen(port, '127.0.0.1', resolve));
+      // Nothing changed upstream: the run is SKIPPED, and indexes what the graph lacks.
+      await harness.client.request(SyncRepositoryDocument, { repositoryId: id });
+      await waitForIdle(harness.testApp.app, dbId(id));
+      const latest = await prisma.syncRun.findFirstOrThrow({ where: { repositoryId: dbId(id) }, orderBy: { queuedAt: 'desc' } });
+      expect(latest).toMatchObject({ status: 'SKIPPED', warning: null });
+      expect((await prisma.repositoryMetadata.findUniqueOrThrow({ where: { repositoryId: dbId(id) } })).graphSha).toBe(await upstream.head());
+      const files = (await harness.client.request(RepositoryFilesDocument, { id })).repository!.files!;
+      expect(files.edges.map((edge) => edge.node.path)).toEqual(['a.ts']);
     } finally {
+      relay.close();
       await harness.testApp.close();
     }
   });

@@ -57,7 +57,7 @@ describe('sync of a plain git repository', () => {
       const events = await subscription.waitFor((all) => all.some((event) => ['DONE', 'FAILED'].includes(event.syncStatus.phase)));
       server.setFault('first', null);
       const phases = events.map((event) => event.syncStatus).filter((event) => event.progress === null || event.phase === 'DONE');
-      expect(phases.map((event) => event.phase)).toEqual(['QUEUED', 'CHECKING', 'CLONING', 'APPLYING', 'ARCHIVING', 'DONE']);
+      expect(phases.map((event) => event.phase)).toEqual(['QUEUED', 'CHECKING', 'CLONING', 'APPLYING', 'INDEXING', 'ARCHIVING', 'DONE']);
       const done = phases.at(-1)!;
       expect(done.status).toBe('SYNCED');
       expect(done.commitSha).toBe(await upstream.head());

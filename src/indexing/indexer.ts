@@ -185,11 +185,16 @@ export class Indexer {
     signal?.throwIfAborted();
 
     const metadata = metadataDue ? await this.metadata(cwd, commitSha, tree, work.tally(), signal) : null;
-    await this.prisma.repositoryMetadata.upsert({
-      where: { repositoryId },
-      create: { repositoryId, ...metadata!, graphSha, indexedAt: new Date() },
-      update: { ...(metadata ?? {}), graphSha, indexedAt: new Date() },
-    });
+    if (metadata) {
+      await this.prisma.repositoryMetadata.upsert({
+        where: { repositoryId },
+        create: { repositoryId, ...metadata, graphSha, indexedAt: new Date() },
+        update: { ...metadata, graphSha, indexedAt: new Date() },
+      });
+    } else {
+      // Only the graph was behind (the metadata row exists: it was not due).
+      await this.prisma.repositoryMetadata.update({ where: { repositoryId }, data: { graphSha, indexedAt: new Date() } });
+    }
     step('metadata');
     this.logger.info({ repositoryId, commitSha, metadata: outcome.metadata, graph: outcome.graph, filesRead: outcome.filesRead, timings: outcome.timings }, 'indexed');
 

@@ -225,7 +225,9 @@ async function indexCommit(deps: RunDependencies, repository: Repository, commit
     summary = warning;
     deps.logger.warn({ repositoryId: repository.id, commitSha, err: warning }, 'indexing failed; the next sync tries again');
   }
-  recorder.prepare('INDEXING', { message: summary }).publish();
+  // What it did, to subscribers (like transfer progress: not a phase of its own); a problem also goes into the phase log.
+  recorder.progress('INDEXING', 1, summary);
+  if (warning) recorder.prepare('INDEXING', { message: warning }).publish();
   return warning;
 }
 
