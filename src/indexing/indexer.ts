@@ -5,7 +5,7 @@ import type { Prisma } from '../storage/database.js';
 import type { Git } from '../sync/git.js';
 import { redactSecrets } from '../sync/redact.js';
 import { parentOf, type CodeGraph, type GraphFile, type GraphImport, type GraphUpdateEnd, type GraphUpdatePlan, type GraphWriter } from './codeGraph.js';
-import { commitInfo, diffTrees, listTree, readBlobs, type TreeChange, type TreeEntry } from './gitTree.js';
+import { commitInfo, diffTrees, listTree, readBlobs, type TreeChange, type TreeEntry } from '../sync/gitObjects.js';
 import { importCandidates, resolveImport, resolvesToFiles } from './imports.js';
 import {
   countLines,

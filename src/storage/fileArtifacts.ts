@@ -1,7 +1,7 @@
 import { once, setMaxListeners } from 'node:events';
-import { Readable, PassThrough, Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { PassThrough } from 'node:stream';
 import type { Git } from '../sync/git.js';
+import { listTree, streamBlobs, type BlobSink } from '../sync/gitObjects.js';
 import { archiveKeys, readObject, type ArchiveStore } from './archiveStore.js';
 
 /** One path of a commit's tree. Symlinks are recorded as such (their blob is the link target), never followed. */
@@ -78,24 +78,20 @@ async function storedBlobs(store: ArchiveStore, repositoryId: string): Promise<S
   return blobs;
 }
 
-/** `git ls-tree -r -l -z`: "<mode> <type> <id> <size>\t<path>" per entry. */
+/** The commit's tree as a manifest. */
 async function readTree(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<Manifest> {
-  const { stdout } = await git.run(['ls-tree', '-r', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) });
   const files: Record<string, ManifestEntry> = {};
-  for (const record of stdout.split('\0')) {
-    if (!record) continue;
-    const tab = record.indexOf('\t');
-    const [mode = '', kind, sha = '', size = '-'] = record.slice(0, tab).split(/ +/);
-    const type = kind === 'commit' ? 'submodule' : mode === '120000' ? 'symlink' : 'file';
-    files[record.slice(tab + 1)] = { type, sha, mode, size: size === '-' ? 0 : Number(size) };
+  for (const entry of await listTree(git, cwd, commitSha, signal)) {
+    const type = entry.mode === '160000' ? 'submodule' : entry.mode === '120000' ? 'symlink' : 'file';
+    files[entry.path] = { type, sha: entry.sha, mode: entry.mode, size: entry.size };
   }
   return { commitSha, files };
 }
 
 /**
- * One `git cat-file --batch` reads every missing blob; its output ("<id> blob
- * <size>\n<content>\n" per object) is cut here into uploads, a bounded
- * number in flight, so git waits while the store is slower than the disk.
+ * One `git cat-file --batch` reads every missing blob, cut into uploads as
+ * it streams, a bounded number in flight, so git waits while the store is
+ * slower than the disk.
  */
 async function uploadBlobs(git: Git, store: ArchiveStore, repositoryId: string, cwd: string, ids: string[], signal?: AbortSignal): Promise<void> {
   const inFlight = new Set<Promise<unknown>>();
@@ -104,63 +100,44 @@ async function uploadBlobs(git: Git, store: ArchiveStore, repositoryId: string, 
     const tracked = upload.catch((error: unknown) => (failure ??= error)).finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
   };
+  const room = async () => {
+    while (inFlight.size >= uploadsInFlight) await Promise.race(inFlight);
+    if (failure) throw failure;
+  };
   const options = signal ? { signal } : {};
   // Each upload in flight listens on the run's signal: more than Node's default of 10, by design.
   if (signal) setMaxListeners(uploadsInFlight * 2, signal);
-  let pending: Buffer = Buffer.alloc(0);
-  // The blob being read: its id, bytes still to come, and where they go.
-  let current: { id: string; remaining: number; parts: Buffer[] | null; stream: PassThrough | null } | null = null;
 
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      void consume().then(() => callback(failure as Error | null), callback);
-    },
-    final(callback) {
-      Promise.all(inFlight).then(() => callback(failure as Error | null), callback);
-    },
-  });
-
-  async function consume(): Promise<void> {
-    for (;;) {
-      if (!current) {
-        const newline = pending.indexOf(10);
-        if (newline < 0) return;
-        const header = pending.subarray(0, newline).toString('utf8');
-        pending = pending.subarray(newline + 1);
-        const [id = '', type, size] = header.split(' ');
-        if (type !== 'blob' || size === undefined) throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
-        const bytes = Number(size);
-        if (bytes > wholeBlobLimit) {
-          const stream = new PassThrough();
-          track(store.put(archiveKeys.blob(repositoryId, id), stream, options));
-          current = { id, remaining: bytes, parts: null, stream };
-        } else {
-          current = { id, remaining: bytes, parts: [], stream: null };
-        }
+  await streamBlobs(
+    git,
+    cwd,
+    ids,
+    (id, size): BlobSink => {
+      const key = archiveKeys.blob(repositoryId, id);
+      if (size > wholeBlobLimit) {
+        const stream = new PassThrough();
+        track(store.put(key, stream, options));
+        return {
+          write: async (chunk) => {
+            if (!stream.write(chunk)) await once(stream, 'drain');
+          },
+          end: () => {
+            stream.end();
+            return room();
+          },
+        };
       }
-      // Content, then the newline git puts after it.
-      if (current.remaining > 0) {
-        if (!pending.length) return;
-        const piece = pending.subarray(0, current.remaining);
-        pending = pending.subarray(piece.length);
-        current.remaining -= piece.length;
-        if (current.parts) current.parts.push(Buffer.from(piece));
-        else if (!current.stream!.write(piece)) await once(current.stream!, 'drain');
-        if (current.remaining > 0) return;
-      }
-      if (!pending.length) return;
-      pending = pending.subarray(1);
-      if (current.parts) track(store.put(archiveKeys.blob(repositoryId, current.id), Buffer.concat(current.parts), options));
-      else current.stream!.end();
-      current = null;
-      while (inFlight.size >= uploadsInFlight) await Promise.race(inFlight);
-      if (failure) throw failure;
-    }
-  }
-
-  await Promise.all([
-    git.run(['cat-file', '--batch'], { cwd, stdin: Readable.from([`${ids.join('\n')}\n`]), stdout: sink, ...options }),
-    finished(sink),
-  ]);
+      const parts: Buffer[] = [];
+      return {
+        write: (chunk) => void parts.push(Buffer.from(chunk)),
+        end: () => {
+          track(store.put(key, Buffer.concat(parts), options));
+          return room();
+        },
+      };
+    },
+    signal,
+  );
+  await Promise.all(inFlight);
+  if (failure) throw failure;
 }

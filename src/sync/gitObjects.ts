@@ -1,6 +1,10 @@
 import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import type { Git } from '../sync/git.js';
+import type { Git } from './git.js';
+
+// Reading a repository's objects without its working tree: trees (ls-tree),
+// differences (diff --raw), commits (show) and blobs (one cat-file --batch).
+// Indexing and the per-file archive artifacts share these.
 
 /** One entry of a commit's tree (`git ls-tree -r -l`). */
 export interface TreeEntry {
@@ -78,24 +82,33 @@ export async function commitInfo(git: Git, cwd: string, commitSha: string, signa
   return { author, at: new Date(at), message: message.join('\0').trimEnd() };
 }
 
+/** Where one blob's content goes, as `git cat-file --batch` streams it. */
+export interface BlobSink {
+  /** A piece of the content (awaited: backpressure reaches git). */
+  write(chunk: Buffer): void | Promise<void>;
+  /** The content is complete. */
+  end(): void | Promise<void>;
+}
+
 /**
- * Reads blobs with one `git cat-file --batch`, handing each to `onBlob` in the
- * order asked. Blobs over `maxBytes` are skipped as they stream past (their
- * content is null), so a huge file never sits in memory.
+ * Streams blobs out of one `git cat-file --batch` (its output is
+ * "<id> blob <size>\n<content>\n" per object): `open` is told of each blob,
+ * in the order asked, and returns where its content goes. A sink that waits
+ * makes git wait.
  */
-export async function readBlobs(
+export async function streamBlobs(
   git: Git,
   cwd: string,
   ids: readonly string[],
-  maxBytes: number,
-  onBlob: (id: string, size: number, content: Buffer | null) => void,
+  open: (id: string, size: number) => BlobSink,
   signal?: AbortSignal,
 ): Promise<void> {
   if (!ids.length) return;
   let pending: Buffer = Buffer.alloc(0);
-  let current: { id: string; size: number; remaining: number; parts: Buffer[] | null } | null = null;
+  // The blob being read: bytes still to come, and where they go.
+  let current: { remaining: number; sink: BlobSink } | null = null;
 
-  const consume = (): void => {
+  const consume = async (): Promise<void> => {
     for (;;) {
       if (!current) {
         const newline = pending.indexOf(10);
@@ -104,39 +117,61 @@ export async function readBlobs(
         pending = pending.subarray(newline + 1);
         const [id = '', type, size] = header.split(' ');
         if (type !== 'blob' || size === undefined) throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
-        const bytes = Number(size);
-        current = { id, size: bytes, remaining: bytes, parts: bytes <= maxBytes ? [] : null };
+        current = { remaining: Number(size), sink: open(id, Number(size)) };
       }
+      // Content, then the newline git puts after it.
       if (current.remaining > 0) {
         if (!pending.length) return;
         const piece = pending.subarray(0, current.remaining);
         pending = pending.subarray(piece.length);
         current.remaining -= piece.length;
-        current.parts?.push(piece);
+        await current.sink.write(piece);
         if (current.remaining > 0) return;
       }
-      // The newline git writes after the content.
       if (!pending.length) return;
       pending = pending.subarray(1);
-      const { parts } = current;
-      onBlob(current.id, current.size, parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null);
+      const { sink } = current;
       current = null;
+      await sink.end();
     }
   };
 
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      try {
-        consume();
-        callback();
-      } catch (error) {
-        callback(error as Error);
-      }
+      consume().then(() => callback(), callback);
     },
   });
   await Promise.all([
     git.run(['cat-file', '--batch'], { cwd, stdin: Readable.from([`${ids.join('\n')}\n`]), stdout: sink, ...(signal ? { signal } : {}) }),
     finished(sink),
   ]);
+}
+
+/**
+ * Reads blobs whole, handing each to `onBlob` in the order asked. Blobs over
+ * `maxBytes` are skipped as they stream past (their content is null), so a
+ * huge file never sits in memory.
+ */
+export function readBlobs(
+  git: Git,
+  cwd: string,
+  ids: readonly string[],
+  maxBytes: number,
+  onBlob: (id: string, size: number, content: Buffer | null) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  return streamBlobs(
+    git,
+    cwd,
+    ids,
+    (id, size) => {
+      const parts: Buffer[] | null = size <= maxBytes ? [] : null;
+      return {
+        write: (chunk) => void parts?.push(chunk),
+        end: () => onBlob(id, size, parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null),
+      };
+    },
+    signal,
+  );
 }
