@@ -67,10 +67,6 @@ export class Indexer {
     private readonly options: IndexerOptions,
   ) {}
 
-  get graphEnabled(): boolean {
-    return this.graph !== null;
-  }
-
   /** Whether anything is left to index at this commit (no git work, one primary-key read). */
   async due(repositoryId: string, commitSha: string): Promise<boolean> {
     const meta = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId }, select: { commitSha: true, graphSha: true } });
@@ -122,6 +118,13 @@ export class Indexer {
     }
 
     const tree = await listTree(this.git, cwd, commitSha, signal);
+    let commitRead: Promise<GraphUpdateEnd['commit']> | null = null;
+    const commit = () => (commitRead ??= commitInfo(this.git, cwd, commitSha, signal).then((info) => ({
+      sha: commitSha,
+      author: info.author,
+      committedAt: info.at.toISOString(),
+      message: info.message,
+    })));
     const diffs = new Map<string, TreeChange[] | null>();
     const changesFrom = async (from: string | null | undefined): Promise<TreeChange[] | null> => {
       if (!from) return null;
@@ -158,7 +161,7 @@ export class Indexer {
       }
     }
     step('tree');
-    if (work.needsParser) work.parser = await (this.parser ??= CodeParser.create());
+    if (work.needsParser) work.parser = await this.codeParser();
     try {
       await readBlobs(this.git, cwd, work.blobIds(), this.options.maxFileBytes, (id, size, content) => work.consume(id, size, content), signal);
     } catch (error) {
@@ -171,7 +174,7 @@ export class Indexer {
     let graphSha = stored?.graphSha ?? null;
     if (writer) {
       try {
-        const end = await work.graphEnd(repositoryId, graphChanges, this.graph!, await this.commit(cwd, commitSha, signal));
+        const end = await work.graphEnd(repositoryId, graphChanges, this.graph!, await commit());
         await writer.finish(end);
         graphSha = commitSha;
       } catch (error) {
@@ -184,7 +187,7 @@ export class Indexer {
     step('graph');
     signal?.throwIfAborted();
 
-    const metadata = metadataDue ? await this.metadata(cwd, commitSha, tree, work.tally(), signal) : null;
+    const metadata = metadataDue ? await this.metadata(cwd, tree, work.tally(), await commit(), signal) : null;
     if (metadata) {
       await this.prisma.repositoryMetadata.upsert({
         where: { repositoryId },
@@ -204,17 +207,21 @@ export class Indexer {
     return outcome;
   }
 
+  /** The tree-sitter parser, loaded on first use (a failed load is tried again next time). */
+  private codeParser(): Promise<CodeParser> {
+    this.parser ??= CodeParser.create().catch((error: unknown) => {
+      this.parser = null;
+      throw error;
+    });
+    return this.parser;
+  }
+
   /** Removes a repository's graph (its metadata row goes with the repository). */
   async removeRepository(repositoryId: string): Promise<void> {
     await this.graph?.removeRepository(repositoryId);
   }
 
-  private async commit(cwd: string, commitSha: string, signal?: AbortSignal): Promise<GraphUpdateEnd['commit']> {
-    const info = await commitInfo(this.git, cwd, commitSha, signal);
-    return { sha: commitSha, author: info.author, committedAt: info.at.toISOString(), message: info.message };
-  }
-
-  private async metadata(cwd: string, commitSha: string, tree: TreeEntry[], languages: LanguageTally, signal?: AbortSignal) {
+  private async metadata(cwd: string, tree: TreeEntry[], languages: LanguageTally, commit: GraphUpdateEnd['commit'], signal?: AbortSignal) {
     const files = tree.filter((entry) => entry.mode !== submoduleMode);
     const rootNames = files.filter((entry) => !entry.path.includes('/')).map((entry) => entry.path);
     const licensePath = pickLicenseFile(rootNames);
@@ -225,19 +232,19 @@ export class Indexer {
         if (content) license = detectLicense(content.toString('utf8'));
       }, signal);
     }
-    const info = await commitInfo(this.git, cwd, commitSha, signal);
     const sorted = Object.fromEntries(Object.entries(languages).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const committedAt = new Date(commit.committedAt);
     return {
-      commitSha,
+      commitSha: commit.sha,
       languages: sorted,
       fileCount: files.length,
       totalBytes: files.reduce((sum, entry) => sum + entry.size, 0),
       linesOfCode: Object.values(languages).reduce((sum, share) => sum + share.lines, 0),
       readmePath: pickReadme(rootNames),
       license,
-      lastCommitAuthor: info.author,
-      lastCommitAt: Number.isNaN(info.at.getTime()) ? null : info.at,
-      lastCommitMessage: info.message,
+      lastCommitAuthor: commit.author,
+      lastCommitAt: Number.isNaN(committedAt.getTime()) ? null : committedAt,
+      lastCommitMessage: commit.message,
     };
   }
 }
@@ -262,7 +269,6 @@ class Work {
   /** Resolved imports of the files read so far. */
   private readonly imports: GraphImport[] = [];
   private readonly paths: Set<string>;
-  private graphPlanned = false;
   private writer: GraphWriter | null = null;
 
   constructor(
@@ -272,8 +278,9 @@ class Work {
     this.paths = new Set(tree.filter((entry) => entry.mode !== submoduleMode).map((entry) => entry.path));
   }
 
+  /** Whether files will be parsed: the graph is being written and has files to parse. */
   get needsParser(): boolean {
-    return this.graphPlanned && this.graphFiles.size > 0;
+    return this.writer !== null && this.graphFiles.size > 0;
   }
 
   /** Metadata: the tally of the whole tree, or the stored one adjusted by the changes. */
@@ -291,7 +298,6 @@ class Work {
 
   /** Graph: every file of the tree, or the changed ones; what the update removes and prepares first. */
   planGraph(repositoryId: string, changes: TreeChange[] | null): GraphUpdatePlan {
-    this.graphPlanned = true;
     const entries = changes
       ? changes.filter((change) => change.newSha && change.newMode !== submoduleMode).map((change) => ({ path: change.path, mode: change.newMode!, sha: change.newSha! }))
       : this.tree.filter((entry) => entry.mode !== submoduleMode);
@@ -338,7 +344,10 @@ class Work {
   consume(id: string, size: number, content: Buffer | null): void {
     for (const reader of this.readers.get(id) ?? []) {
       this.filesRead++;
-      if (reader.role === 'graph') this.parse(reader.path, content);
+      if (reader.role === 'graph') {
+        // Not written anywhere when the graph's update could not begin.
+        if (this.writer) this.parse(reader.path, content);
+      }
       else this.count(reader.path, size, content, reader.role === 'metadata-add' ? 1 : -1);
     }
   }
