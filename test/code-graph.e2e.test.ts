@@ -108,6 +108,8 @@ const fixture: Record<string, FileChange> = {
   ].join('\n'),
   'src/util.ts': 'export function helper(): number {\n  return 1;\n}\n',
   'src/types.ts': 'export interface Config {\n  a: number;\n}\n',
+  'src/globals.d.ts': 'declare function globalHelper(): void;\ninterface Window {\n  repolens: string;\n}\n',
+  'node_modules/dep/index.d.ts': 'export declare function vendoredType(): void;\n',
   'src/other.ts': "import { useState } from 'react';\nexport const counter = () => useState(0);\n",
   'web/view.tsx': "import { Service } from '../src/app';\nexport function View() {\n  return <div>{String(Service)}</div>;\n}\n",
   'lib/legacy.js': "const fs = require('fs');\nfunction legacy() {\n  return fs;\n}\nmodule.exports = { legacy };\n",
@@ -244,6 +246,7 @@ describe('code graph and metadata (Neo4j)', () => {
   it('skips vendored, generated, binary, too large and symlinked files by rule, and never follows a symlink', async () => {
     const expectations: [string, string][] = [
       ['node_modules/dep/index.js', 'vendored'],
+      ['node_modules/dep/index.d.ts', 'vendored'],
       ['gen/schema.ts', 'generated'],
       ['src/blob.ts', 'binary'],
       ['big/huge.ts', 'too large'],
@@ -258,6 +261,15 @@ describe('code graph and metadata (Neo4j)', () => {
     }
     // The symlink's node holds what git holds (the link), not /etc/passwd.
     expect((await fileNode('link-passwd'))!.bytes).toBe('/etc/passwd'.length);
+  });
+
+  it('parses declaration files (left out of the language statistics, as linguist does) unless they are vendored', async () => {
+    const node = (await fileNode('src/globals.d.ts'))!;
+    expect(node.skipped).toBeNull();
+    expect(node.symbols.map((symbol) => [symbol.name, symbol.kind])).toEqual([
+      ['globalHelper', 'function'],
+      ['Window', 'interface'],
+    ]);
   });
 
   it('indexes files with spaces, unicode and newlines in their names', async () => {
@@ -286,7 +298,10 @@ describe('code graph and metadata (Neo4j)', () => {
 
   it('searches symbols by name and kind, and counts external dependencies', async () => {
     const found = (await harness.client.request(RepositorySymbolsDocument, { id, query: 'HELP' })).repository!.symbols!;
-    expect(found.edges.map((edge) => [edge.node.name, edge.node.path])).toEqual([['helper', 'src/util.ts']]);
+    expect(found.edges.map((edge) => [edge.node.name, edge.node.path])).toEqual([
+      ['globalHelper', 'src/globals.d.ts'],
+      ['helper', 'src/util.ts'],
+    ]);
     const classes = (await harness.client.request(RepositorySymbolsDocument, { id, query: '', kind: 'class', first: 2 })).repository!.symbols!;
     expect(classes.edges.map((edge) => edge.node.name)).toEqual(['App', 'Base']);
     const more = (await harness.client.request(RepositorySymbolsDocument, { id, query: '', kind: 'class', first: 10, after: classes.pageInfo.endCursor })).repository!.symbols!;

@@ -446,10 +446,14 @@ function countable(path: string, mode: string | null): boolean {
   return language !== null && countsAsCode(language) && !isVendored(path) && !isDocumentation(path) && !isGenerated(path);
 }
 
-/** Why a file is not parsed, by its path and mode alone. */
+/**
+ * Why a file is not parsed, by its path and mode alone. Declaration files
+ * (`*.d.ts`) are vendored to linguist's statistics but parsed for the graph:
+ * they are where a TypeScript library's types live.
+ */
 function pathSkip(path: string, mode: string): string | null {
   if (mode === symlinkMode) return 'symlink';
-  if (isVendored(path)) return 'vendored';
+  if (isVendored(path) && !(path.toLowerCase().endsWith('.d.ts') && !isVendored(path.slice(0, -'.d.ts'.length) + '.ts'))) return 'vendored';
   if (isGenerated(path)) return 'generated';
   return null;
 }
