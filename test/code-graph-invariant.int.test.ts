@@ -68,6 +68,27 @@ describe('incremental index = from-scratch index', () => {
     }
   });
 
+  it.each([20, 21, 22])('metadata alone (no code graph configured), over 12 random commits (seed %i)', async (seed) => {
+    const upstream = await createUpstream(server, `invariant-metadata-${seed}`, { files: { 'README.md': '# start\n', LICENSE: 'MIT License\n' } });
+    const repositoryId = await repositoryRow(`invariant-metadata-${seed}`);
+    const indexer = new Indexer(db.prisma, new Git({ timeoutMs: 60_000, idleTimeoutMs: 60_000 }), null, createLogger('silent'), createMetrics(async () => ({})), {
+      maxFileBytes: 64,
+    });
+    const cwd = upstream.bareDir;
+    await indexer.index(repositoryId, cwd, await upstream.head());
+    const edits = new RandomEdits(seed, { 'README.md': '# start\n', LICENSE: 'MIT License\n' });
+    for (let round = 0; round < 12; round++) {
+      const changes = edits.next(round);
+      // Now and then the root changes: README and LICENSE come and go.
+      if (round % 4 === 1) changes[round % 8 === 1 ? 'README.md' : 'readme.rst'] = round % 8 === 1 ? null : 'Read me\n';
+      if (round % 4 === 3) changes.LICENSE = round % 8 === 3 ? null : 'Apache License\nVersion 2.0, January 2004\n';
+      const sha = await upstream.commit(changes, `round ${round}`);
+      expect(await indexer.index(repositoryId, cwd, sha)).toMatchObject({ metadata: 'incremental', graph: 'disabled', warning: null });
+      const expected = await indexFromScratch({ prisma: db.prisma, graph: null, cwd, sourceRepositoryId: repositoryId, sha, maxFileBytes: 64 });
+      expect(await metadataOf(db.prisma, repositoryId), `seed ${seed}, round ${round}`).toEqual(expected.metadata);
+    }
+  });
+
   it('a previous commit the repository no longer has (history rewritten and collected) means a from-scratch index', async () => {
     const before = await createUpstream(server, 'invariant-before', { files: { 'a.ts': "import './b';\nexport function a() {}\n", 'b.ts': '' } });
     const after = await createUpstream(server, 'invariant-after', { files: { 'c.ts': "import './a';\nexport function c() {}\n" } });

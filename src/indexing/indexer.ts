@@ -5,7 +5,7 @@ import type { Prisma } from '../storage/database.js';
 import type { Git } from '../sync/git.js';
 import { redactSecrets } from '../sync/redact.js';
 import { parentOf, type CodeGraph, type GraphFile, type GraphImport, type GraphUpdateEnd, type GraphUpdatePlan, type GraphWriter } from './codeGraph.js';
-import { commitInfo, diffTrees, listTree, readBlobs, type TreeChange, type TreeEntry } from '../sync/gitObjects.js';
+import { diffTrees, listRoot, listTree, parseCommit, streamObjects, type BlobSink, type CommitInfo, type TreeChange, type TreeEntry } from '../sync/gitObjects.js';
 import { importCandidates, resolveImport, resolvesToFiles } from './imports.js';
 import {
   countLines,
@@ -67,19 +67,15 @@ export class Indexer {
     private readonly options: IndexerOptions,
   ) {}
 
-  /** Whether anything is left to index at this commit (no git work, one primary-key read). */
-  async due(repositoryId: string, commitSha: string): Promise<boolean> {
-    const meta = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId }, select: { commitSha: true, graphSha: true } });
-    return !meta || meta.commitSha !== commitSha || (this.graph !== null && meta.graphSha !== commitSha);
-  }
-
   /**
    * Brings metadata and graph to `commitSha`, read from the git repository at
    * `cwd` (the working copy, which must hold the commit and, for an
    * incremental run, the previously indexed one). A graph failure is a
-   * warning; a metadata failure throws.
+   * warning; a metadata failure throws. Nothing to do costs one primary-key
+   * read; `onStart` is called once there is work.
    */
-  async index(repositoryId: string, cwd: string, commitSha: string, signal?: AbortSignal): Promise<IndexOutcome> {
+  async index(repositoryId: string, cwd: string, commitSha: string, options: { signal?: AbortSignal; onStart?: () => void } = {}): Promise<IndexOutcome> {
+    const { signal } = options;
     const started = performance.now();
     const stored = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId } });
     const metadataDue = stored?.commitSha !== commitSha;
@@ -116,15 +112,8 @@ export class Indexer {
       }
       return outcome;
     }
+    options.onStart?.();
 
-    const tree = await listTree(this.git, cwd, commitSha, signal);
-    let commitRead: Promise<GraphUpdateEnd['commit']> | null = null;
-    const commit = () => (commitRead ??= commitInfo(this.git, cwd, commitSha, signal).then((info) => ({
-      sha: commitSha,
-      author: info.author,
-      committedAt: info.at.toISOString(),
-      message: info.message,
-    })));
     const diffs = new Map<string, TreeChange[] | null>();
     const changesFrom = async (from: string | null | undefined): Promise<TreeChange[] | null> => {
       if (!from) return null;
@@ -136,10 +125,13 @@ export class Indexer {
       }
       return diffs.get(from)!;
     };
-    const metadataChanges = metadataDue ? await changesFrom(stored?.commitSha) : null;
+    const metadataChanges = metadataDue && stored ? await changesFrom(stored.commitSha) : null;
     const graphChanges = graphDue ? await changesFrom(graphFrom) : null;
     if (metadataDue && metadataChanges) outcome.metadata = 'incremental';
     if (graphDue && graphChanges) outcome.graph = 'incremental';
+    // The whole tree: for the graph (its paths resolve imports) and for metadata from scratch. An
+    // incremental metadata pass needs only the changes (and the root folder when it changed).
+    const tree = graphDue || (metadataDue && !metadataChanges) ? await listTree(this.git, cwd, commitSha, signal) : null;
 
     const graphFailed = (error: unknown) => {
       if (signal?.aborted) throw error;
@@ -147,8 +139,12 @@ export class Indexer {
       outcome.warning = `code graph not updated: ${describe(error)}`;
       this.logger.warn({ repositoryId, commitSha, err: outcome.warning }, 'code graph update failed; the next sync tries again');
     };
-    const work = new Work(tree, this.options.maxFileBytes);
-    if (metadataDue) work.planMetadata(metadataChanges, stored);
+    const work = new Work(commitSha, tree, this.options.maxFileBytes);
+    if (metadataDue) {
+      const rootChanged = metadataChanges?.some((change) => !change.path.includes('/')) ?? true;
+      const root = rootChanged ? (tree?.filter((entry) => !entry.path.includes('/')) ?? (await listRoot(this.git, cwd, commitSha, signal))) : null;
+      work.planMetadata(metadataChanges && stored ? { changes: metadataChanges, stored } : null, root);
+    }
     // The graph's transaction opens before the files are read: they stream into it as they are parsed.
     let writer: GraphWriter | null = null;
     if (graphDue) {
@@ -163,7 +159,8 @@ export class Indexer {
     step('tree');
     if (work.needsParser) work.parser = await this.codeParser();
     try {
-      await readBlobs(this.git, cwd, work.blobIds(), this.options.maxFileBytes, (id, size, content) => work.consume(id, size, content), signal);
+      // One cat-file for everything: the commit, changed or all files, the license.
+      await streamObjects(this.git, cwd, work.objectIds(), (id, _type, size) => work.sink(id, size), signal);
     } catch (error) {
       await writer?.abort();
       throw error;
@@ -174,8 +171,7 @@ export class Indexer {
     let graphSha = stored?.graphSha ?? null;
     if (writer) {
       try {
-        const end = await work.graphEnd(repositoryId, graphChanges, this.graph!, await commit());
-        await writer.finish(end);
+        await writer.finish(await work.graphEnd(repositoryId, graphChanges, this.graph!));
         graphSha = commitSha;
       } catch (error) {
         await writer.abort();
@@ -187,7 +183,7 @@ export class Indexer {
     step('graph');
     signal?.throwIfAborted();
 
-    const metadata = metadataDue ? await this.metadata(cwd, tree, work.tally(), await commit(), signal) : null;
+    const metadata = metadataDue ? work.metadata() : null;
     if (metadata) {
       await this.prisma.repositoryMetadata.upsert({
         where: { repositoryId },
@@ -220,62 +216,46 @@ export class Indexer {
   async removeRepository(repositoryId: string): Promise<void> {
     await this.graph?.removeRepository(repositoryId);
   }
-
-  private async metadata(cwd: string, tree: TreeEntry[], languages: LanguageTally, commit: GraphUpdateEnd['commit'], signal?: AbortSignal) {
-    const files = tree.filter((entry) => entry.mode !== submoduleMode);
-    const rootNames = files.filter((entry) => !entry.path.includes('/')).map((entry) => entry.path);
-    const licensePath = pickLicenseFile(rootNames);
-    let license: string | null = null;
-    const licenseEntry = licensePath ? files.find((entry) => entry.path === licensePath) : undefined;
-    if (licenseEntry && licenseEntry.mode !== symlinkMode) {
-      await readBlobs(this.git, cwd, [licenseEntry.sha], 256 * 1024, (_id, _size, content) => {
-        if (content) license = detectLicense(content.toString('utf8'));
-      }, signal);
-    }
-    const sorted = Object.fromEntries(Object.entries(languages).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-    const committedAt = new Date(commit.committedAt);
-    return {
-      commitSha: commit.sha,
-      languages: sorted,
-      fileCount: files.length,
-      totalBytes: files.reduce((sum, entry) => sum + entry.size, 0),
-      linesOfCode: Object.values(languages).reduce((sum, share) => sum + share.lines, 0),
-      readmePath: pickReadme(rootNames),
-      license,
-      lastCommitAuthor: commit.author,
-      lastCommitAt: Number.isNaN(committedAt.getTime()) ? null : committedAt,
-      lastCommitMessage: commit.message,
-    };
-  }
 }
 
-/** A file to read, and who needs its content. */
-interface Reader {
-  path: string;
-  role: 'metadata-add' | 'metadata-remove' | 'graph';
-}
+/** An object to read, and what for. */
+type Reader =
+  /** A side of a changed file for metadata: -1 the old blob, +1 the new one (or +1 every file, from scratch). */
+  | { role: 'metadata'; path: string; sign: 1 | -1; counted: boolean }
+  | { role: 'graph'; path: string }
+  | { role: 'license' }
+  | { role: 'commit' };
 
 /**
- * One indexing pass over a commit: which blobs to read, and what each
- * yields (a language tally delta, a parsed file). Content is handled as git
- * streams it and then dropped.
+ * One indexing pass over a commit: which objects to read (one `git cat-file
+ * --batch` for all of them), and what each yields: metadata figures and
+ * their changes, a parsed file for the graph, the license, the commit.
+ * Content is handled as git streams it and then dropped.
  */
 class Work {
   parser: CodeParser | null = null;
   filesRead = 0;
   private readonly readers = new Map<string, Reader[]>();
-  private languages: LanguageTally = {};
   private readonly graphFiles = new Map<string, GraphFile>();
   /** Resolved imports of the files read so far. */
   private readonly imports: GraphImport[] = [];
+  /** Every path of the commit, when the tree was listed (the graph's import resolution needs it). */
   private readonly paths: Set<string>;
   private writer: GraphWriter | null = null;
+  private commit: CommitInfo | null = null;
+  /** Metadata adjusted by changes (totals move with each side read) rather than counted from the tree. */
+  private metadataIncremental = false;
+  private figures: Omit<RepositoryMetadata, 'repositoryId' | 'graphSha' | 'indexedAt' | 'lastCommitAuthor' | 'lastCommitAt' | 'lastCommitMessage' | 'languages'> & {
+    languages: LanguageTally;
+  } = { commitSha: '', languages: {}, fileCount: 0, totalBytes: 0, linesOfCode: 0, readmePath: null, license: null };
 
   constructor(
-    private readonly tree: TreeEntry[],
+    private readonly commitSha: string,
+    private readonly tree: TreeEntry[] | null,
     private readonly maxFileBytes: number,
   ) {
-    this.paths = new Set(tree.filter((entry) => entry.mode !== submoduleMode).map((entry) => entry.path));
+    this.paths = new Set((tree ?? []).filter((entry) => entry.mode !== submoduleMode).map((entry) => entry.path));
+    this.want(commitSha, { role: 'commit' });
   }
 
   /** Whether files will be parsed: the graph is being written and has files to parse. */
@@ -283,25 +263,55 @@ class Work {
     return this.writer !== null && this.graphFiles.size > 0;
   }
 
-  /** Metadata: the tally of the whole tree, or the stored one adjusted by the changes. */
-  planMetadata(changes: TreeChange[] | null, stored: RepositoryMetadata | null): void {
-    if (!changes || !stored) {
-      for (const entry of this.tree) if (countable(entry.path, entry.mode)) this.want(entry.sha, { path: entry.path, role: 'metadata-add' });
-      return;
+  /**
+   * Metadata from scratch (every file of the tree), or the stored figures
+   * adjusted by the changes: each changed path's old blob counted out and its
+   * new one in (files, bytes, and the language tally for code). README and
+   * license are looked for again when the root folder changed (`root`).
+   */
+  planMetadata(incremental: { changes: TreeChange[]; stored: RepositoryMetadata } | null, root: TreeEntry[] | null): void {
+    this.figures.commitSha = this.commitSha;
+    if (incremental) {
+      this.metadataIncremental = true;
+      const { stored, changes } = incremental;
+      Object.assign(this.figures, {
+        languages: structuredClone(stored.languages as LanguageTally),
+        fileCount: stored.fileCount,
+        totalBytes: stored.totalBytes,
+        readmePath: stored.readmePath,
+        license: stored.license,
+      });
+      for (const change of changes) {
+        if (change.oldSha && change.oldMode !== submoduleMode) {
+          this.want(change.oldSha, { role: 'metadata', path: change.path, sign: -1, counted: countable(change.path, change.oldMode) });
+        }
+        if (change.newSha && change.newMode !== submoduleMode) {
+          this.want(change.newSha, { role: 'metadata', path: change.path, sign: 1, counted: countable(change.path, change.newMode) });
+        }
+      }
+    } else {
+      const files = this.tree!.filter((entry) => entry.mode !== submoduleMode);
+      this.figures.fileCount = files.length;
+      this.figures.totalBytes = files.reduce((sum, entry) => sum + entry.size, 0);
+      for (const entry of files) if (countable(entry.path, entry.mode)) this.want(entry.sha, { role: 'metadata', path: entry.path, sign: 1, counted: true });
     }
-    this.languages = structuredClone(stored.languages as LanguageTally);
-    for (const change of changes) {
-      if (change.oldSha && countable(change.path, change.oldMode)) this.want(change.oldSha, { path: change.path, role: 'metadata-remove' });
-      if (change.newSha && countable(change.path, change.newMode)) this.want(change.newSha, { path: change.path, role: 'metadata-add' });
+    if (root) {
+      const names = root.filter((entry) => entry.mode !== submoduleMode && !entry.mode.startsWith('04')).map((entry) => entry.path);
+      this.figures.readmePath = pickReadme(names);
+      const licensePath = pickLicenseFile(names);
+      const license = licensePath ? root.find((entry) => entry.path === licensePath) : undefined;
+      this.figures.license = null;
+      if (license && license.mode !== symlinkMode) this.want(license.sha, { role: 'license' });
     }
   }
 
   /** Graph: every file of the tree, or the changed ones; what the update removes and prepares first. */
   planGraph(repositoryId: string, changes: TreeChange[] | null): GraphUpdatePlan {
+    const tree = this.tree!;
     const entries = changes
       ? changes.filter((change) => change.newSha && change.newMode !== submoduleMode).map((change) => ({ path: change.path, mode: change.newMode!, sha: change.newSha! }))
-      : this.tree.filter((entry) => entry.mode !== submoduleMode);
-    const sizes = new Map(this.tree.map((entry) => [entry.path, entry.size]));
+      : tree.filter((entry) => entry.mode !== submoduleMode);
+    const sizes = new Map(tree.map((entry) => [entry.path, entry.size]));
     for (const entry of entries) {
       const file: GraphFile = {
         path: entry.path,
@@ -337,28 +347,42 @@ class Work {
     for (const file of this.graphFiles.values()) if (!parsed.has(file.path)) writer.add({ ...file, symbols: [] });
   }
 
-  blobIds(): string[] {
+  /** Every object to read, each once. */
+  objectIds(): string[] {
     return [...this.readers.keys()];
   }
 
-  consume(id: string, size: number, content: Buffer | null): void {
-    for (const reader of this.readers.get(id) ?? []) {
-      this.filesRead++;
-      if (reader.role === 'graph') {
-        // Not written anywhere when the graph's update could not begin.
-        if (this.writer) this.parse(reader.path, content);
-      }
-      else this.count(reader.path, size, content, reader.role === 'metadata-add' ? 1 : -1);
-    }
+  /** Where an object's content goes: kept whole when a reader needs it (and it is not too large), else let past. */
+  sink(id: string, size: number): BlobSink {
+    const readers = this.readers.get(id) ?? [];
+    const needed = readers.some((reader) => reader.role !== 'metadata' || reader.counted);
+    const parts: Buffer[] | null = needed && size <= this.maxFileBytes ? [] : null;
+    return {
+      write: (chunk) => void parts?.push(chunk),
+      end: () => this.consume(readers, size, parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null),
+    };
   }
 
-  tally(): LanguageTally {
-    for (const [language, share] of Object.entries(this.languages)) if (share.files <= 0) delete this.languages[language];
-    return this.languages;
+  /** The metadata row's figures, once everything is read. */
+  metadata(): Omit<RepositoryMetadata, 'repositoryId' | 'graphSha' | 'indexedAt' | 'languages'> & { languages: LanguageTally } {
+    const { languages } = this.figures;
+    for (const [language, share] of Object.entries(languages)) if (share.files <= 0) delete languages[language];
+    const sorted = Object.fromEntries(Object.entries(languages).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const at = this.commit?.at;
+    return {
+      ...this.figures,
+      languages: sorted,
+      linesOfCode: Object.values(sorted).reduce((sum, share) => sum + share.lines, 0),
+      lastCommitAuthor: this.commit?.author ?? null,
+      lastCommitAt: at && !Number.isNaN(at.getTime()) ? at : null,
+      lastCommitMessage: this.commit?.message ?? null,
+    };
   }
 
   /** What the update writes once every file is in: import edges, re-resolved files, emptied directories, the commit. */
-  async graphEnd(repositoryId: string, changes: TreeChange[] | null, graph: CodeGraph, commit: GraphUpdateEnd['commit']): Promise<GraphUpdateEnd> {
+  async graphEnd(repositoryId: string, changes: TreeChange[] | null, graph: CodeGraph): Promise<GraphUpdateEnd> {
+    const info = this.commit ?? { author: '', at: new Date(Number.NaN), message: '' };
+    const commit = { sha: this.commitSha, author: info.author, committedAt: Number.isNaN(info.at.getTime()) ? '' : info.at.toISOString(), message: info.message };
     const imports = this.imports;
     const removedFiles = changes ? removedPaths(changes) : [];
     const reresolved: GraphUpdateEnd['reresolved'] = [];
@@ -409,10 +433,39 @@ class Work {
     this.writer?.add({ ...file, symbols: parsed.symbols });
   }
 
-  private count(path: string, size: number, content: Buffer | null, sign: 1 | -1): void {
-    const language = languageOf(path)!;
+  private consume(readers: Reader[], size: number, content: Buffer | null): void {
+    for (const reader of readers) {
+      switch (reader.role) {
+        case 'commit':
+          if (content) this.commit = parseCommit(content);
+          break;
+        case 'license':
+          if (content) this.figures.license = detectLicense(content.toString('utf8'));
+          break;
+        case 'graph':
+          this.filesRead++;
+          // Not written anywhere when the graph's update could not begin.
+          if (this.writer) this.parse(reader.path, content);
+          break;
+        case 'metadata':
+          this.filesRead++;
+          this.count(reader, size, content);
+          break;
+      }
+    }
+  }
+
+  /** One side of a file in the figures: files and bytes always, the language tally for code that is not binary or generated. */
+  private count(reader: Extract<Reader, { role: 'metadata' }>, size: number, content: Buffer | null): void {
+    const { path, sign } = reader;
+    if (this.metadataIncremental) {
+      // The file and byte totals move with each side (from scratch they come from the tree).
+      this.figures.fileCount += sign;
+      this.figures.totalBytes += sign * size;
+    }
+    if (!reader.counted) return;
     if (content && (isBinary(content) || isGenerated(path, content.subarray(0, headBytes)))) return;
-    const share = (this.languages[language.name] ??= { files: 0, bytes: 0, lines: 0 });
+    const share = (this.figures.languages[languageOf(path)!.name] ??= { files: 0, bytes: 0, lines: 0 });
     share.files += sign;
     share.bytes += sign * size;
     share.lines += sign * (content ? countLines(content) : 0);

@@ -1,7 +1,7 @@
 import { once, setMaxListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type { Git } from '../sync/git.js';
-import { listTree, streamBlobs, type BlobSink } from '../sync/gitObjects.js';
+import { listTree, streamObjects, type BlobSink } from '../sync/gitObjects.js';
 import { archiveKeys, readObject, type ArchiveStore } from './archiveStore.js';
 
 /** One path of a commit's tree. Symlinks are recorded as such (their blob is the link target), never followed. */
@@ -108,11 +108,11 @@ async function uploadBlobs(git: Git, store: ArchiveStore, repositoryId: string, 
   // Each upload in flight listens on the run's signal: more than Node's default of 10, by design.
   if (signal) setMaxListeners(uploadsInFlight * 2, signal);
 
-  await streamBlobs(
+  await streamObjects(
     git,
     cwd,
     ids,
-    (id, size): BlobSink => {
+    (id, _type, size): BlobSink => {
       const key = archiveKeys.blob(repositoryId, id);
       if (size > wholeBlobLimit) {
         const stream = new PassThrough();

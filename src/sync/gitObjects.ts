@@ -30,7 +30,11 @@ const zeroSha = /^0+$/;
 
 /** Every path of a commit, submodules included (their mode says what they are). */
 export async function listTree(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<TreeEntry[]> {
-  const { stdout } = await git.run(['ls-tree', '-r', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) });
+  return parseTree((await git.run(['ls-tree', '-r', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) })).stdout);
+}
+
+/** `git ls-tree -l -z` output: "<mode> <type> <id> <size>\t<path>" per entry. */
+function parseTree(stdout: string): TreeEntry[] {
   const entries: TreeEntry[] = [];
   for (const record of stdout.split('\0')) {
     if (!record) continue;
@@ -75,14 +79,32 @@ export async function diffTrees(git: Git, cwd: string, fromSha: string, toSha: s
   return changes;
 }
 
-/** The last commit's author, date and message. */
-export async function commitInfo(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<{ author: string; at: Date; message: string }> {
-  const { stdout } = await git.run(['show', '-s', '--format=%an%x00%aI%x00%B', commitSha], { cwd, ...(signal ? { signal } : {}) });
-  const [author = '', at = '', ...message] = stdout.split('\0');
-  return { author, at: new Date(at), message: message.join('\0').trimEnd() };
+/** A commit object's author (name), author date and message. */
+export interface CommitInfo {
+  author: string;
+  at: Date;
+  message: string;
 }
 
-/** Where one blob's content goes, as `git cat-file --batch` streams it. */
+/** Reads a raw commit object (as `git cat-file commit` prints it). */
+export function parseCommit(content: Buffer): CommitInfo {
+  const text = content.toString('utf8');
+  const blank = text.indexOf('\n\n');
+  const headers = blank < 0 ? text : text.slice(0, blank);
+  const author = /^author (.*) <[^>]*> (\d+) [+-]\d{4}$/m.exec(headers);
+  return {
+    author: author?.[1] ?? '',
+    at: new Date(Number(author?.[2] ?? Number.NaN) * 1000),
+    message: blank < 0 ? '' : text.slice(blank + 2).trimEnd(),
+  };
+}
+
+/** The entries at the root of a commit's tree (not recursive). */
+export async function listRoot(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<TreeEntry[]> {
+  return parseTree((await git.run(['ls-tree', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) })).stdout);
+}
+
+/** Where one object's content goes, as `git cat-file --batch` streams it. */
 export interface BlobSink {
   /** A piece of the content (awaited: backpressure reaches git). */
   write(chunk: Buffer): void | Promise<void>;
@@ -91,16 +113,16 @@ export interface BlobSink {
 }
 
 /**
- * Streams blobs out of one `git cat-file --batch` (its output is
- * "<id> blob <size>\n<content>\n" per object): `open` is told of each blob,
- * in the order asked, and returns where its content goes. A sink that waits
- * makes git wait.
+ * Streams objects (blobs, commits) out of one `git cat-file --batch` (its
+ * output is "<id> <type> <size>\n<content>\n" per object): `open` is told
+ * of each, in the order asked, and returns where its content goes. A sink
+ * that waits makes git wait.
  */
-export async function streamBlobs(
+export async function streamObjects(
   git: Git,
   cwd: string,
   ids: readonly string[],
-  open: (id: string, size: number) => BlobSink,
+  open: (id: string, type: 'blob' | 'commit', size: number) => BlobSink,
   signal?: AbortSignal,
 ): Promise<void> {
   if (!ids.length) return;
@@ -116,8 +138,8 @@ export async function streamBlobs(
         const header = pending.subarray(0, newline).toString('utf8');
         pending = pending.subarray(newline + 1);
         const [id = '', type, size] = header.split(' ');
-        if (type !== 'blob' || size === undefined) throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
-        current = { remaining: Number(size), sink: open(id, Number(size)) };
+        if ((type !== 'blob' && type !== 'commit') || size === undefined) throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
+        current = { remaining: Number(size), sink: open(id, type, Number(size)) };
       }
       // Content, then the newline git puts after it.
       if (current.remaining > 0) {
@@ -146,32 +168,4 @@ export async function streamBlobs(
     git.run(['cat-file', '--batch'], { cwd, stdin: Readable.from([`${ids.join('\n')}\n`]), stdout: sink, ...(signal ? { signal } : {}) }),
     finished(sink),
   ]);
-}
-
-/**
- * Reads blobs whole, handing each to `onBlob` in the order asked. Blobs over
- * `maxBytes` are skipped as they stream past (their content is null), so a
- * huge file never sits in memory.
- */
-export function readBlobs(
-  git: Git,
-  cwd: string,
-  ids: readonly string[],
-  maxBytes: number,
-  onBlob: (id: string, size: number, content: Buffer | null) => void,
-  signal?: AbortSignal,
-): Promise<void> {
-  return streamBlobs(
-    git,
-    cwd,
-    ids,
-    (id, size) => {
-      const parts: Buffer[] | null = size <= maxBytes ? [] : null;
-      return {
-        write: (chunk) => void parts?.push(chunk),
-        end: () => onBlob(id, size, parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null),
-      };
-    },
-    signal,
-  );
 }

@@ -211,12 +211,19 @@ async function restoreCopy(
  * index, and the next run picks up where this one stopped.
  */
 async function indexCommit(deps: RunDependencies, repository: Repository, commitSha: string, recorder: RunRecorder, signal: AbortSignal): Promise<string | null> {
-  if (!(await deps.indexer.due(repository.id, commitSha))) return null;
-  recorder.announce('INDEXING');
+  let started = false;
   let warning: string | null;
   let summary: string;
   try {
-    const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, signal);
+    // The phase is announced only when there is something to index (one metadata read decides).
+    const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, {
+      signal,
+      onStart: () => {
+        started = true;
+        recorder.announce('INDEXING');
+      },
+    });
+    if (!started && !outcome.warning) return null;
     warning = outcome.warning;
     summary = `metadata ${outcome.metadata}, graph ${outcome.graph}, ${outcome.filesRead} files read${warning ? ` (${warning})` : ''}`;
   } catch (error) {
@@ -226,7 +233,7 @@ async function indexCommit(deps: RunDependencies, repository: Repository, commit
     deps.logger.warn({ repositoryId: repository.id, commitSha, err: warning }, 'indexing failed; the next sync tries again');
   }
   // What it did, to subscribers (like transfer progress: not a phase of its own); a problem also goes into the phase log.
-  recorder.progress('INDEXING', 1, summary);
+  if (started) recorder.progress('INDEXING', 1, summary);
   if (warning) recorder.prepare('INDEXING', { message: warning }).publish();
   return warning;
 }

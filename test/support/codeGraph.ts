@@ -56,10 +56,13 @@ function sortKeys(value: Record<string, unknown>): Record<string, unknown> {
  */
 export async function indexFromScratch(input: {
   prisma: Prisma;
-  graph: CodeGraph;
+  /** null: metadata only (as a service without NEO4J_URL indexes). */
+  graph: CodeGraph | null;
   cwd: string;
   sourceRepositoryId: string;
   sha: string;
+  /** REPOLENS_INDEX_MAX_FILE_BYTES of the index compared with (default 1 MiB). */
+  maxFileBytes?: number;
 }): Promise<{ graph: string[]; metadata: Record<string, unknown>; outcome: IndexOutcome }> {
   const { prisma, graph } = input;
   const source = await prisma.repository.findUniqueOrThrow({ where: { id: input.sourceRepositoryId } });
@@ -70,12 +73,12 @@ export async function indexFromScratch(input: {
     update: {},
   });
   await prisma.repositoryMetadata.deleteMany({ where: { repositoryId: shadow.id } });
-  await graph.removeRepository(shadow.id);
+  await graph?.removeRepository(shadow.id);
   const indexer = new Indexer(prisma, new Git({ timeoutMs: 120_000, idleTimeoutMs: 120_000 }), graph, createLogger('silent'), createMetrics(async () => ({})), {
-    maxFileBytes: 1024 * 1024,
+    maxFileBytes: input.maxFileBytes ?? 1024 * 1024,
   });
   const outcome = await indexer.index(shadow.id, input.cwd, input.sha);
-  return { graph: await dumpGraph(graph, shadow.id), metadata: await metadataOf(prisma, shadow.id), outcome };
+  return { graph: graph ? await dumpGraph(graph, shadow.id) : [], metadata: await metadataOf(prisma, shadow.id), outcome };
 }
 
 /** A repository's metadata row without its id and index time. */
