@@ -1,14 +1,13 @@
-import { execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { access, constants, mkdir, mkdtemp, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
-import { freePort, projectRoot } from './serverProcess.js';
+import { AddressInUse, javaBinary, mavenClasspath, spawnJava, startJavaServer, type ClassDataSharing, type JavaServer } from './javaServer.js';
+import { projectRoot } from './serverProcess.js';
 
 /**
  * S3Proxy (https://github.com/gaul/s3proxy, 2.6.0), a Java S3 API server, over a
@@ -17,6 +16,10 @@ import { freePort, projectRoot } from './serverProcess.js';
  * globalSetup starts one per test run and provides its address as `s3`;
  * `s3TestEnv()` gives a test a bucket of its own there.
  *
+ * Its classpath comes from Maven, cached under node_modules/.cache/s3proxy by the pom's content
+ * (.ci/run resolves it beforehand), and a class data sharing archive of its classes (some 30 MB)
+ * is written there as the first run's server exits, to be mapped by later ones: about a second off
+ * the JVM's start (S3PROXY_CDS=0: none). See javaServer.ts.
  * TEST_LOGS=1 shows its log (warnings; S3PROXY_LOG_LEVEL=DEBUG for more).
  * Where it differs from S3 (as of 2.6.0, filesystem-nio2 backend):
  * - a multipart upload under way shows up in a listing of the whole bucket as
@@ -43,102 +46,21 @@ export interface S3Proxy extends S3ProxyAddress {
   stop(): Promise<void>;
 }
 
-const pom = path.join(projectRoot, 'test/support/s3proxy/pom.xml');
-const cacheDir = path.join(projectRoot, 'node_modules/.cache/s3proxy');
-const execFileAsync = promisify(execFile);
-
-/** `mvn` resolving the pom's dependencies and writing their classpath to a file. */
-async function buildClasspath(outputFile: string, offline: boolean): Promise<void> {
-  const args = ['-B', '-q', '-Dstyle.color=never', ...(offline ? ['-o'] : []), '-f', pom, 'dependency:build-classpath', `-Dmdep.outputFile=${outputFile}`];
-  await execFileAsync(process.env.MVN ?? 'mvn', args, { cwd: projectRoot, maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 });
-}
+const server: JavaServer = {
+  name: 'S3Proxy',
+  id: 's3proxy',
+  pom: path.join(projectRoot, 'test/support/s3proxy/pom.xml'),
+  cacheDir: path.join(projectRoot, 'node_modules/.cache/s3proxy'),
+  cdsVariable: 'S3PROXY_CDS',
+  removeStaleArchives: false,
+};
 
 /**
  * S3Proxy's classpath (jars in ~/.m2), cached under node_modules/.cache/s3proxy
- * by the pom's content; recomputed when a jar it names is gone. Maven runs
- * offline first (everything is usually in ~/.m2 already), online if that fails.
+ * by the pom's content (see mavenClasspath in javaServer.ts).
  */
 export async function s3ProxyClasspath(): Promise<string> {
-  const pomText = await readFile(pom);
-  const cacheFile = path.join(cacheDir, `classpath-${createHash('sha256').update(pomText).digest('hex').slice(0, 16)}.txt`);
-  const cached = await readFile(cacheFile, 'utf8').catch(() => null);
-  if (cached) {
-    const jars = cached.trim().split(path.delimiter);
-    const present = await Promise.all(jars.map((jar) => stat(jar).then(() => true, () => false)));
-    if (jars.length > 0 && present.every(Boolean)) return cached.trim();
-  }
-  await mkdir(cacheDir, { recursive: true });
-  // Concurrent runs each write their own file and rename it into place: the cache is never half-written.
-  const temporary = `${cacheFile}.${process.pid}.${randomUUID()}.tmp`;
-  try {
-    try {
-      await buildClasspath(temporary, true);
-    } catch {
-      try {
-        await buildClasspath(temporary, false);
-      } catch (error) {
-        const { stdout = '', stderr = '', message } = error as { stdout?: string; stderr?: string; message: string };
-        throw new Error(`could not resolve S3Proxy's classpath with Maven (mvn -f ${path.relative(projectRoot, pom)} dependency:build-classpath): ${message}\n${stdout}${stderr}`);
-      }
-    }
-    const classpath = (await readFile(temporary, 'utf8')).trim();
-    if (!classpath) throw new Error('Maven wrote an empty classpath for S3Proxy');
-    await rename(temporary, cacheFile);
-    return classpath;
-  } finally {
-    await rm(temporary, { force: true });
-  }
-}
-
-/** The `java` that runs S3Proxy: $JAVA_HOME's, else the first on PATH. */
-function javaCommand(): string {
-  return process.env.JAVA_HOME ? path.join(process.env.JAVA_HOME, 'bin', 'java') : 'java';
-}
-
-/** Which JVM `java` is (its real path and modification time), or null when it is not found. */
-async function javaIdentity(): Promise<string | null> {
-  const command = javaCommand();
-  const candidates = command.includes('/') ? [command] : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, command));
-  for (const candidate of candidates) {
-    try {
-      await access(candidate, constants.X_OK);
-      const real = await realpath(candidate);
-      return `${real}@${(await stat(real)).mtimeMs}`;
-    } catch {
-      // not this one
-    }
-  }
-  return null;
-}
-
-/**
- * A class data sharing archive of S3Proxy's classes (AppCDS, JDK 13+) takes about a second off
- * the JVM's start: the first run writes one as it exits (-XX:ArchiveClassesAtExit), later runs
- * map it (-XX:SharedArchiveFile). Cached beside the classpath, keyed by the classpath and the JVM
- * (the JVM checks both again, and merely ignores an archive that does not match). S3PROXY_CDS=0: none.
- */
-async function classDataSharing(classpath: string): Promise<{ args: string[]; archive: string | null; writing: boolean; keep(complete: boolean): Promise<void> }> {
-  const none = { args: [], archive: null, writing: false, keep: async () => {} };
-  const jvm = process.env.S3PROXY_CDS === '0' ? null : await javaIdentity();
-  if (!jvm) return none;
-  const archive = path.join(cacheDir, `classes-${createHash('sha256').update(`${jvm}\n${classpath}`).digest('hex').slice(0, 16)}.jsa`);
-  if (await stat(archive).then((info) => info.size > 0, () => false)) {
-    return { args: [`-XX:SharedArchiveFile=${archive}`], archive, writing: false, keep: async () => {} };
-  }
-  await mkdir(cacheDir, { recursive: true });
-  const temporary = `${archive}.${process.pid}.${randomUUID()}.tmp`;
-  return {
-    args: [`-XX:ArchiveClassesAtExit=${temporary}`],
-    archive: null,
-    writing: true,
-    // Only from a server that started (it has loaded what it needs), and whose JVM exited of itself
-    // (SIGTERM included: it writes the archive then), not killed midway.
-    async keep(complete) {
-      const written = complete && (await stat(temporary).then((info) => info.size > 0, () => false));
-      if (written) await rename(temporary, archive);
-      else await rm(temporary, { force: true });
-    },
-  };
+  return mavenClasspath(server);
 }
 
 /** Resolves once something answers HTTP on the port (S3Proxy says 403 to an anonymous GET /). */
@@ -157,13 +79,6 @@ function answers(port: number): Promise<boolean> {
   });
 }
 
-const running = new Set<() => void>();
-process.once('exit', () => {
-  for (const kill of running) kill();
-});
-
-class AddressInUse extends Error {}
-
 /**
  * Starts S3Proxy on a free port of 127.0.0.1, storing into a fresh temporary
  * folder, with random credentials; `stop()` ends it (SIGTERM, then SIGKILL)
@@ -171,24 +86,12 @@ class AddressInUse extends Error {}
  */
 export async function startS3Proxy(options: { readyTimeoutMs?: number } = {}): Promise<S3Proxy> {
   const classpath = await s3ProxyClasspath();
-  for (let attempt = 0; ; attempt++) {
-    const cds = await classDataSharing(classpath);
-    try {
-      return await startOnce(classpath, cds, await freePort(), options.readyTimeoutMs ?? 60_000);
-    } catch (error) {
-      // Another process took the port between freePort() and the JVM's bind: pick another.
-      if (error instanceof AddressInUse && attempt < 3) continue;
-      // A class data sharing archive the JVM choked on: without it.
-      if (cds.archive && attempt < 3) {
-        await rm(cds.archive, { force: true });
-        continue;
-      }
-      throw error;
-    }
-  }
+  // The JVM is looked up for the class data sharing archive only (the one it is keyed by).
+  const java = process.env.S3PROXY_CDS === '0' ? null : await javaBinary();
+  return startJavaServer(server, { classpath, java }, (cds, port) => startOnce(classpath, cds, port, options.readyTimeoutMs ?? 60_000));
 }
 
-async function startOnce(classpath: string, cds: Awaited<ReturnType<typeof classDataSharing>>, port: number, readyTimeoutMs: number): Promise<S3Proxy> {
+async function startOnce(classpath: string, cds: ClassDataSharing, port: number, readyTimeoutMs: number): Promise<S3Proxy> {
   const dir = await mkdtemp(path.join(tmpdir(), 's3proxy-'));
   const dataDir = path.join(dir, 'data');
   await mkdir(dataDir);
@@ -235,9 +138,9 @@ async function startOnce(classpath: string, cds: Awaited<ReturnType<typeof class
 `,
   );
 
-  const child = spawn(
-    javaCommand(),
-    [
+  const jvm = spawnJava({
+    server,
+    args: [
       // A short-lived test server: the C1 compiler only and class data sharing start it fastest.
       '-XX:TieredStopAtLevel=1',
       '-Xshare:auto',
@@ -252,69 +155,31 @@ async function startOnce(classpath: string, cds: Awaited<ReturnType<typeof class
       '--properties',
       properties,
     ],
-    // The classpath (130 jars) in the environment rather than on a command line `ps` shows.
-    { cwd: dir, env: { ...process.env, CLASSPATH: classpath }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let output = '';
-  const keep = (chunk: string) => {
-    output = (output + chunk).slice(-16_000);
-    if (process.env.TEST_LOGS) process.stderr.write(`[s3proxy] ${chunk}`);
-  };
-  child.stdout.setEncoding('utf8').on('data', keep);
-  child.stderr.setEncoding('utf8').on('data', keep);
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  let spawnError: Error | null = null;
-  const closed = new Promise<void>((resolve) => {
-    child.once('error', (error) => {
-      spawnError = error;
-      resolve();
-    });
-    child.once('close', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    });
+    // 130 jars, in its environment.
+    classpath,
+    dir,
+    cds,
+    // Writing a class data sharing archive (some 30 MB) at exit takes a moment.
+    stop: { by: 'SIGTERM', killAfterMs: cds.writing ? 60_000 : 5_000 },
+    removeDirAtExit: false,
   });
-  let killed = false;
-  const killNow = () => {
-    if (exited === null && spawnError === null) {
-      killed = true;
-      child.kill('SIGKILL');
-    }
-  };
-  running.add(killNow);
-
-  let ready = false;
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      if (exited === null && spawnError === null) {
-        child.kill('SIGTERM');
-        // Writing a class data sharing archive (some 30 MB) at exit takes a moment.
-        const timer = setTimeout(killNow, cds.writing ? 60_000 : 5_000);
-        await closed;
-        clearTimeout(timer);
-      }
-      running.delete(killNow);
-      await cds.keep(ready && spawnError === null && !killed);
-      await rm(dir, { recursive: true, force: true });
-    })());
 
   const deadline = Date.now() + readyTimeoutMs;
   while (!(await answers(port))) {
-    if (spawnError !== null || exited !== null) {
-      await stop();
-      const why = spawnError !== null ? String(spawnError) : `exit ${JSON.stringify(exited)}`;
-      if (/Address already in use|BindException/.test(output)) throw new AddressInUse(output);
-      throw new Error(`S3Proxy did not start (${why}; is Java 17+ on PATH?):\n${output}`);
+    const why = jvm.ended();
+    if (why !== null) {
+      await jvm.stop();
+      if (/Address already in use|BindException/.test(jvm.output)) throw new AddressInUse(jvm.output);
+      throw new Error(`S3Proxy did not start (${why}; is Java 17+ on PATH?):\n${jvm.output}`);
     }
     if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`S3Proxy did not answer on ${endpoint} in ${readyTimeoutMs} ms:\n${output}`);
+      await jvm.stop();
+      throw new Error(`S3Proxy did not answer on ${endpoint} in ${readyTimeoutMs} ms:\n${jvm.output}`);
     }
     await sleep(50);
   }
-  ready = true;
-  return { endpoint, accessKeyId, secretAccessKey, stop };
+  jvm.ready = true;
+  return { endpoint, accessKeyId, secretAccessKey, stop: jvm.stop };
 }
 
 /** The environment variables that point the service (or an S3ArchiveStore) at a bucket of the run's S3Proxy. */
