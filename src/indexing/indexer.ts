@@ -5,7 +5,7 @@ import type { Prisma } from '../storage/database.js';
 import type { Git } from '../sync/git.js';
 import { redactSecrets } from '../sync/redact.js';
 import { parentOf, type CodeGraph, type GraphFile, type GraphImport, type GraphUpdateEnd, type GraphUpdatePlan, type GraphWriter } from './codeGraph.js';
-import { diffTrees, listRoot, listTree, parseCommit, streamObjects, type BlobSink, type CommitInfo, type TreeChange, type TreeEntry } from '../sync/gitObjects.js';
+import { diffCommits, listTree, ObjectReader, parseCommit, rootEntries, type BlobSink, type CommitInfo, type TreeChange, type TreeEntry } from '../sync/gitObjects.js';
 import { importCandidates, resolveImport, resolvesToFiles } from './imports.js';
 import {
   countLines,
@@ -114,55 +114,72 @@ export class Indexer {
     }
     options.onStart?.();
 
-    const diffs = new Map<string, TreeChange[] | null>();
-    const changesFrom = async (from: string | null | undefined): Promise<TreeChange[] | null> => {
-      if (!from) return null;
-      if (!diffs.has(from)) {
-        diffs.set(from, await diffTrees(this.git, cwd, from, commitSha, signal).catch((error: unknown) => {
-          this.logger.info({ repositoryId, from, err: describe(error) }, 'previous indexed commit unusable; indexing from scratch');
-          return null;
-        }));
-      }
-      return diffs.get(from)!;
-    };
-    const metadataChanges = metadataDue && stored ? await changesFrom(stored.commitSha) : null;
-    const graphChanges = graphDue ? await changesFrom(graphFrom) : null;
-    if (metadataDue && metadataChanges) outcome.metadata = 'incremental';
-    if (graphDue && graphChanges) outcome.graph = 'incremental';
-    // The whole tree: for the graph (its paths resolve imports) and for metadata from scratch. An
-    // incremental metadata pass needs only the changes (and the root folder when it changed).
-    const tree = graphDue || (metadataDue && !metadataChanges) ? await listTree(this.git, cwd, commitSha, signal) : null;
-
     const graphFailed = (error: unknown) => {
       if (signal?.aborted) throw error;
       outcome.graph = 'failed';
       outcome.warning = `code graph not updated: ${describe(error)}`;
       this.logger.warn({ repositoryId, commitSha, err: outcome.warning }, 'code graph update failed; the next sync tries again');
     };
-    const work = new Work(commitSha, tree, this.options.maxFileBytes);
-    if (metadataDue) {
-      const rootChanged = metadataChanges?.some((change) => !change.path.includes('/')) ?? true;
-      const root = rootChanged ? (tree?.filter((entry) => !entry.path.includes('/')) ?? (await listRoot(this.git, cwd, commitSha, signal))) : null;
-      work.planMetadata(metadataChanges && stored ? { changes: metadataChanges, stored } : null, root);
-    }
-    // The graph's transaction opens before the files are read: they stream into it as they are parsed.
+    // One git process reads what this pass needs: commits, the trees that changed, the files.
+    const reader = new ObjectReader(this.git, cwd, signal);
     let writer: GraphWriter | null = null;
-    if (graphDue) {
-      const plan = work.planGraph(repositoryId, graphChanges);
-      try {
-        writer = await this.graph!.begin(plan, signal);
-        work.writeTo(writer);
-      } catch (error) {
-        graphFailed(error);
-      }
-    }
-    step('tree');
-    if (work.needsParser) work.parser = await this.codeParser();
+    let graphChanges: TreeChange[] | null = null;
+    let work: Work;
     try {
-      // One cat-file for everything: the commit, changed or all files, the license.
-      await streamObjects(this.git, cwd, work.objectIds(), (id, _type, size) => work.sink(id, size), signal);
+      const diffs = new Map<string, Promise<{ changes: TreeChange[]; tree: string } | null>>();
+      const changesFrom = (from: string | null | undefined) => {
+        if (!from) return Promise.resolve(null);
+        if (!diffs.has(from)) {
+          diffs.set(
+            from,
+            diffCommits(reader, from, commitSha).catch((error: unknown) => {
+              if (signal?.aborted) throw error;
+              this.logger.info({ repositoryId, from, err: describe(error) }, 'previous indexed commit unusable; indexing from scratch');
+              return null;
+            }),
+          );
+        }
+        return diffs.get(from)!;
+      };
+      const metadataDiff = metadataDue && stored ? await changesFrom(stored.commitSha) : null;
+      const graphDiff = graphDue ? await changesFrom(graphFrom) : null;
+      const metadataChanges = metadataDiff?.changes ?? null;
+      graphChanges = graphDiff?.changes ?? null;
+      if (metadataDue && metadataChanges) outcome.metadata = 'incremental';
+      if (graphDue && graphChanges) outcome.graph = 'incremental';
+      // The whole tree (with sizes): for the graph (its paths resolve imports) and for metadata from
+      // scratch. An incremental metadata pass needs only the changes, and the root folder when it changed.
+      const tree = graphDue || (metadataDue && !metadataChanges) ? await listTree(this.git, cwd, commitSha, signal) : null;
+
+      work = new Work(commitSha, tree, this.options.maxFileBytes);
+      if (metadataDue) {
+        const rootChanged = metadataChanges?.some((change) => !change.path.includes('/')) ?? true;
+        let root: TreeEntry[] | null = null;
+        if (rootChanged) {
+          root = tree
+            ? tree.filter((entry) => !entry.path.includes('/'))
+            : (await rootEntries(reader, metadataDiff!.tree)).map((entry) => ({ path: entry.name, mode: entry.mode, sha: entry.sha, size: 0 }));
+        }
+        work.planMetadata(metadataChanges && stored ? { changes: metadataChanges, stored } : null, root);
+      }
+      // The graph's transaction opens before the files are read: they stream into it as they are parsed.
+      if (graphDue) {
+        const plan = work.planGraph(repositoryId, graphChanges);
+        try {
+          writer = await this.graph!.begin(plan, signal);
+          work.writeTo(writer);
+        } catch (error) {
+          graphFailed(error);
+        }
+      }
+      step('tree');
+      if (work.needsParser) work.parser = await this.codeParser();
+      const pass = work;
+      await reader.read(pass.objectIds(), (id, _type, size) => pass.sink(id, size));
+      await reader.close();
     } catch (error) {
       await writer?.abort();
+      await reader.close().catch(() => undefined);
       throw error;
     }
     outcome.filesRead = work.filesRead;

@@ -1,10 +1,10 @@
-import { Readable, Writable } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Git } from './git.js';
 
-// Reading a repository's objects without its working tree: trees (ls-tree),
-// differences (diff --raw), commits (show) and blobs (one cat-file --batch).
-// Indexing and the per-file archive artifacts share these.
+// Reading a repository's objects without its working tree: trees (ls-tree, or
+// tree objects), the differences between two commits, commits and blobs, through
+// `git cat-file --batch`. Indexing and the per-file archive artifacts share these.
 
 /** One entry of a commit's tree (`git ls-tree -r -l`). */
 export interface TreeEntry {
@@ -16,7 +16,7 @@ export interface TreeEntry {
   size: number;
 }
 
-/** A path changed between two commits (`git diff --raw -M`); a rename is its two sides. */
+/** A path changed between two commits (see diffCommits); a rename is its two sides. */
 export interface TreeChange {
   status: 'A' | 'M' | 'D' | 'T';
   path: string;
@@ -45,40 +45,6 @@ function parseTree(stdout: string): TreeEntry[] {
   return entries;
 }
 
-/**
- * What changed from one commit to another, renames detected (`-M`) and split
- * into a deletion of the old path and an addition of the new one: the index
- * treats a renamed file as a new file (its imports resolve from its new folder).
- */
-export async function diffTrees(git: Git, cwd: string, fromSha: string, toSha: string, signal?: AbortSignal): Promise<TreeChange[]> {
-  const { stdout } = await git.run(['diff', '--raw', '-z', '-M', '--no-abbrev', fromSha, toSha], {
-    cwd,
-    ...(signal ? { signal } : {}),
-  });
-  const fields = stdout.split('\0');
-  const changes: TreeChange[] = [];
-  for (let i = 0; i < fields.length; ) {
-    const meta = fields[i++];
-    if (!meta) continue;
-    // ":<old mode> <new mode> <old sha> <new sha> <status>[score]", then one path (two for R and C).
-    const [oldMode = '', newMode = '', oldSha = '', newSha = '', status = ''] = meta.slice(1).split(' ');
-    const letter = status[0];
-    const first = fields[i++] ?? '';
-    const old = { oldSha: zeroSha.test(oldSha) ? null : oldSha, oldMode: oldMode === '000000' ? null : oldMode };
-    const next = { newSha: zeroSha.test(newSha) ? null : newSha, newMode: newMode === '000000' ? null : newMode };
-    if (letter === 'R' || letter === 'C') {
-      const second = fields[i++] ?? '';
-      if (letter === 'R') changes.push({ status: 'D', path: first, ...old, newSha: null, newMode: null });
-      changes.push({ status: 'A', path: second, oldSha: null, oldMode: null, ...next });
-    } else if (letter === 'A' || letter === 'D' || letter === 'M' || letter === 'T') {
-      changes.push({ status: letter, path: first, ...old, ...next });
-    } else {
-      throw new Error(`git diff: unexpected status ${JSON.stringify(status)} for ${JSON.stringify(first)}`);
-    }
-  }
-  return changes;
-}
-
 /** A commit object's author (name), author date and message. */
 export interface CommitInfo {
   author: string;
@@ -99,11 +65,6 @@ export function parseCommit(content: Buffer): CommitInfo {
   };
 }
 
-/** The entries at the root of a commit's tree (not recursive). */
-export async function listRoot(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<TreeEntry[]> {
-  return parseTree((await git.run(['ls-tree', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) })).stdout);
-}
-
 /** Where one object's content goes, as `git cat-file --batch` streams it. */
 export interface BlobSink {
   /** A piece of the content (awaited: backpressure reaches git). */
@@ -112,60 +73,246 @@ export interface BlobSink {
   end(): void | Promise<void>;
 }
 
+type ObjectType = 'blob' | 'commit' | 'tree';
+
+/** A request to the reader: its objects' answers go to `open`'s sinks, in order. */
+interface Batch {
+  remaining: number;
+  open: (id: string, type: ObjectType, size: number) => BlobSink;
+  error: unknown;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 /**
- * Streams objects (blobs, commits) out of one `git cat-file --batch` (its
- * output is "<id> <type> <size>\n<content>\n" per object): `open` is told
- * of each, in the order asked, and returns where its content goes. A sink
- * that waits makes git wait.
+ * One `git cat-file --batch` kept open for several rounds of requests (its
+ * output is "<id> <type> <size>\n<content>\n" per object, "<id> missing\n"
+ * for an unknown one): a commit's trees can be walked and its blobs read by
+ * one process. Spawning git is the dearest part of small reads, so a reader
+ * serves a whole indexing pass. A sink that waits makes git wait.
+ */
+export class ObjectReader {
+  private readonly requests = new PassThrough();
+  private readonly batches: Batch[] = [];
+  private pending: Buffer = Buffer.alloc(0);
+  private current: { remaining: number; sink: BlobSink | null; batch: Batch } | null = null;
+  private readonly running: Promise<void>;
+  private failure: unknown = null;
+
+  constructor(git: Git, cwd: string, signal?: AbortSignal) {
+    const output = new Writable({
+      write: (chunk: Buffer, _encoding, callback) => {
+        this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+        this.consume().then(() => callback(), callback);
+      },
+    });
+    this.running = Promise.all([
+      git.run(['cat-file', '--batch'], { cwd, stdin: this.requests, stdout: output, ...(signal ? { signal } : {}) }),
+      finished(output),
+    ]).then(
+      () => undefined,
+      (error: unknown) => {
+        this.failure = error;
+        for (const batch of this.batches.splice(0)) batch.reject(error);
+        throw error;
+      },
+    );
+    // Reported through read() and close().
+    this.running.catch(() => undefined);
+  }
+
+  /** Reads objects, each into the sink `open` gives; rejects (after reading them all) if one is missing or a sink failed. */
+  read(ids: readonly string[], open: (id: string, type: ObjectType, size: number) => BlobSink): Promise<void> {
+    if (!ids.length) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<void>((resolve, reject) => {
+      this.batches.push({ remaining: ids.length, open, error: null, resolve, reject });
+      this.requests.write(`${ids.join('\n')}\n`);
+    });
+  }
+
+  /** Reads objects whole (trees, commits, small blobs). */
+  async whole(ids: readonly string[]): Promise<Map<string, { type: ObjectType; content: Buffer }>> {
+    const objects = new Map<string, { type: ObjectType; content: Buffer }>();
+    await this.read(ids, (id, type) => {
+      const parts: Buffer[] = [];
+      return { write: (chunk) => void parts.push(chunk), end: () => void objects.set(id, { type, content: Buffer.concat(parts) }) };
+    });
+    return objects;
+  }
+
+  /** Ends git's input and waits for it to exit. */
+  async close(): Promise<void> {
+    this.requests.end();
+    await this.running;
+  }
+
+  private async consume(): Promise<void> {
+    for (;;) {
+      if (!this.current) {
+        const newline = this.pending.indexOf(10);
+        if (newline < 0) return;
+        const header = this.pending.subarray(0, newline).toString('utf8');
+        this.pending = this.pending.subarray(newline + 1);
+        const batch = this.batches[0];
+        if (!batch) throw new Error(`git cat-file: an answer nobody asked for: ${JSON.stringify(header)}`);
+        const [id = '', type, size] = header.split(' ');
+        if (type === 'missing') {
+          batch.error ??= new Error(`git cat-file: object ${id} missing`);
+          this.answered(batch);
+          continue;
+        }
+        if ((type !== 'blob' && type !== 'commit' && type !== 'tree') || size === undefined) {
+          throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
+        }
+        let sink: BlobSink | null = null;
+        try {
+          if (!batch.error) sink = batch.open(id, type, Number(size));
+        } catch (error) {
+          batch.error = error;
+        }
+        this.current = { remaining: Number(size), sink, batch };
+      }
+      const current = this.current;
+      // Content, then the newline git puts after it.
+      if (current.remaining > 0) {
+        if (!this.pending.length) return;
+        const piece = this.pending.subarray(0, current.remaining);
+        this.pending = this.pending.subarray(piece.length);
+        current.remaining -= piece.length;
+        await this.toSink(current, (sink) => sink.write(piece));
+        if (current.remaining > 0) return;
+      }
+      if (!this.pending.length) return;
+      this.pending = this.pending.subarray(1);
+      this.current = null;
+      await this.toSink(current, (sink) => sink.end());
+      this.answered(current.batch);
+    }
+  }
+
+  /** A sink that fails fails its batch; the object's remaining bytes are still read past. */
+  private async toSink(current: { sink: BlobSink | null; batch: Batch }, step: (sink: BlobSink) => void | Promise<void>): Promise<void> {
+    if (!current.sink || current.batch.error) return;
+    try {
+      await step(current.sink);
+    } catch (error) {
+      current.batch.error = error;
+    }
+  }
+
+  private answered(batch: Batch): void {
+    if (--batch.remaining > 0) return;
+    this.batches.shift();
+    if (batch.error) batch.reject(batch.error);
+    else batch.resolve();
+  }
+}
+
+/**
+ * Streams objects (blobs, commits) out of one `git cat-file --batch`: `open`
+ * is told of each, in the order asked, and returns where its content goes.
  */
 export async function streamObjects(
   git: Git,
   cwd: string,
   ids: readonly string[],
-  open: (id: string, type: 'blob' | 'commit', size: number) => BlobSink,
+  open: (id: string, type: ObjectType, size: number) => BlobSink,
   signal?: AbortSignal,
 ): Promise<void> {
   if (!ids.length) return;
-  let pending: Buffer = Buffer.alloc(0);
-  // The blob being read: bytes still to come, and where they go.
-  let current: { remaining: number; sink: BlobSink } | null = null;
+  const reader = new ObjectReader(git, cwd, signal);
+  try {
+    await reader.read(ids, open);
+  } finally {
+    await reader.close().catch(() => undefined);
+  }
+}
 
-  const consume = async (): Promise<void> => {
-    for (;;) {
-      if (!current) {
-        const newline = pending.indexOf(10);
-        if (newline < 0) return;
-        const header = pending.subarray(0, newline).toString('utf8');
-        pending = pending.subarray(newline + 1);
-        const [id = '', type, size] = header.split(' ');
-        if ((type !== 'blob' && type !== 'commit') || size === undefined) throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
-        current = { remaining: Number(size), sink: open(id, type, Number(size)) };
+/** One entry of a tree object. */
+interface RawEntry {
+  name: string;
+  mode: string;
+  sha: string;
+}
+
+/** A tree object's entries ("<mode> <name>\0<20-byte id>" each); modes as ls-tree prints them (040000 for a tree). */
+export function parseTreeObject(content: Buffer): RawEntry[] {
+  const entries: RawEntry[] = [];
+  for (let offset = 0; offset < content.length; ) {
+    const space = content.indexOf(32, offset);
+    const nul = content.indexOf(0, space);
+    const mode = content.subarray(offset, space).toString('latin1').padStart(6, '0');
+    entries.push({ mode, name: content.subarray(space + 1, nul).toString('utf8'), sha: content.subarray(nul + 1, nul + 21).toString('hex') });
+    offset = nul + 21;
+  }
+  return entries;
+}
+
+/** The tree a commit object names. */
+function treeOf(content: Buffer): string {
+  const match = /^tree ([0-9a-f]{40,64})$/m.exec(content.subarray(0, 200).toString('latin1'));
+  if (!match) throw new Error('git: a commit object without a tree');
+  return match[1]!;
+}
+
+const treeMode = '040000';
+
+function kindOf(mode: string): 'file' | 'symlink' | 'submodule' {
+  return mode === '120000' ? 'symlink' : mode === '160000' ? 'submodule' : 'file';
+}
+
+/**
+ * What changed between two commits, computed from their tree objects through
+ * the reader (what `git diff --raw --no-renames -r` reports: a rename is the
+ * old path deleted and the new one added, a type change file↔symlink↔submodule
+ * is T), with the newer commit's details. Subtrees that did not change are
+ * never read; the ones that did are read a level at a time, one request per
+ * level. Rejects when either commit is missing.
+ */
+export async function diffCommits(reader: ObjectReader, fromSha: string, toSha: string): Promise<{ changes: TreeChange[]; commit: CommitInfo; tree: string }> {
+  const commits = await reader.whole([fromSha, toSha]);
+  const from = commits.get(fromSha)!;
+  const to = commits.get(toSha)!;
+  if (from.type !== 'commit' || to.type !== 'commit') throw new Error('git: not a commit');
+  const changes: TreeChange[] = [];
+  let level: { prefix: string; old: string | null; next: string | null }[] = [{ prefix: '', old: treeOf(from.content), next: treeOf(to.content) }];
+  while (level.length) {
+    const trees = await reader.whole([...new Set(level.flatMap((pair) => [pair.old, pair.next]).filter((sha): sha is string => sha !== null))]);
+    const entriesOf = (sha: string | null) => new Map((sha ? parseTreeObject(trees.get(sha)!.content) : []).map((entry) => [entry.name, entry]));
+    const deeper: typeof level = [];
+    for (const pair of level) {
+      if (pair.old === pair.next) continue;
+      const old = entriesOf(pair.old);
+      const next = entriesOf(pair.next);
+      for (const name of [...new Set([...old.keys(), ...next.keys()])].sort()) {
+        const before = old.get(name);
+        const after = next.get(name);
+        if (before && after && before.sha === after.sha && before.mode === after.mode) continue;
+        const path = pair.prefix + name;
+        const beforeTree = before?.mode === treeMode;
+        const afterTree = after?.mode === treeMode;
+        if (beforeTree || afterTree) deeper.push({ prefix: `${path}/`, old: beforeTree ? before!.sha : null, next: afterTree ? after!.sha : null });
+        const file = (entry: RawEntry | undefined, isTree: boolean) => (entry && !isTree ? entry : undefined);
+        const removed = file(before, beforeTree);
+        const added = file(after, afterTree);
+        if (removed && added) {
+          const status = kindOf(removed.mode) === kindOf(added.mode) ? 'M' : 'T';
+          changes.push({ status, path, oldSha: removed.sha, oldMode: removed.mode, newSha: added.sha, newMode: added.mode });
+        } else if (removed) {
+          changes.push({ status: 'D', path, oldSha: removed.sha, oldMode: removed.mode, newSha: null, newMode: null });
+        } else if (added) {
+          changes.push({ status: 'A', path, oldSha: null, oldMode: null, newSha: added.sha, newMode: added.mode });
+        }
       }
-      // Content, then the newline git puts after it.
-      if (current.remaining > 0) {
-        if (!pending.length) return;
-        const piece = pending.subarray(0, current.remaining);
-        pending = pending.subarray(piece.length);
-        current.remaining -= piece.length;
-        await current.sink.write(piece);
-        if (current.remaining > 0) return;
-      }
-      if (!pending.length) return;
-      pending = pending.subarray(1);
-      const { sink } = current;
-      current = null;
-      await sink.end();
     }
-  };
+    level = deeper;
+  }
+  return { changes, commit: parseCommit(to.content), tree: treeOf(to.content) };
+}
 
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      consume().then(() => callback(), callback);
-    },
-  });
-  await Promise.all([
-    git.run(['cat-file', '--batch'], { cwd, stdin: Readable.from([`${ids.join('\n')}\n`]), stdout: sink, ...(signal ? { signal } : {}) }),
-    finished(sink),
-  ]);
+/** The entries at the root of a tree, read through the reader. */
+export async function rootEntries(reader: ObjectReader, treeSha: string): Promise<RawEntry[]> {
+  const trees = await reader.whole([treeSha]);
+  return parseTreeObject(trees.get(treeSha)!.content);
 }
