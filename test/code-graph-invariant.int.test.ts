@@ -86,6 +86,8 @@ describe('incremental index = from-scratch index', () => {
       expect(await indexer.index(repositoryId, cwd, sha)).toMatchObject({ metadata: 'incremental', graph: 'disabled', warning: null });
       const expected = await indexFromScratch({ prisma: db.prisma, graph: null, cwd, sourceRepositoryId: repositoryId, sha, maxFileBytes: 64 });
       expect(await metadataOf(db.prisma, repositoryId), `seed ${seed}, round ${round}`).toEqual(expected.metadata);
+      // The size limit is for files: the commit is read whatever its size.
+      expect(expected.metadata).toMatchObject({ commitSha: sha, lastCommitMessage: `round ${round}`, lastCommitAuthor: 'RepoLens Fixture' });
     }
   });
 

@@ -414,7 +414,9 @@ describe('without a code graph', () => {
     const neo4j = neo4jTestEnv();
     const harness = await startHarness({ ...neo4j, NEO4J_URL: `bolt://127.0.0.1:${port}` });
     const target = new URL(neo4j.NEO4J_URL);
+    const relayed = new Set<import('node:net').Socket>();
     const relay = createServer((socket) => {
+      relayed.add(socket);
       const upstream = connect(Number(target.port), target.hostname);
       socket.pipe(upstream).pipe(socket);
       socket.on('error', () => upstream.destroy());
@@ -441,6 +443,14 @@ describe('without a code graph', () => {
       expect((await prisma.repositoryMetadata.findUniqueOrThrow({ where: { repositoryId: dbId(id) } })).graphSha).toBe(await upstream.head());
       const files = (await harness.client.request(RepositoryFilesDocument, { id })).repository!.files!;
       expect(files.edges.map((edge) => edge.node.path)).toEqual(['a.ts']);
+
+      // Neo4j gone again, after the service had reached it: reads answer UNAVAILABLE, not an internal error.
+      relay.close();
+      for (const socket of relayed) socket.destroy();
+      const gone = await harness.client.raw(RepositoryFilesDocument, { id });
+      expect(gone.data!.repository!.files).toBeNull();
+      expect(gone.errors![0]).toMatchObject({ extensions: { code: 'UNAVAILABLE' } });
+      expect(gone.errors![0]!.message).toContain(`cannot use Neo4j at bolt://127.0.0.1:${port}`);
     } finally {
       relay.close();
       await harness.testApp.close();

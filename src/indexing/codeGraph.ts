@@ -31,14 +31,6 @@ export interface GraphFile {
   unresolvedImports: string[];
 }
 
-export interface GraphSymbol {
-  path: string;
-  name: string;
-  kind: string;
-  startLine: number;
-  endLine: number;
-}
-
 export type GraphImport = { from: string; toFile: string } | { from: string; module: string };
 
 /** What an update removes and prepares before files stream in (all known before any file is read). */
@@ -67,7 +59,7 @@ export interface GraphUpdateEnd {
 
 /** A file as written, with its symbols. */
 export interface GraphFileRow extends GraphFile {
-  symbols: Omit<GraphSymbol, 'path'>[];
+  symbols: Omit<SymbolData, 'path'>[];
 }
 
 export interface FileNodeData {
@@ -148,11 +140,15 @@ export class CodeGraph {
     await this.driver.close();
   }
 
+  private unavailable(cause: unknown): CodeGraphError {
+    return new CodeGraphError(`code graph unavailable: cannot use Neo4j at ${redactUrl(this.url)}: ${(cause as Error).message}`);
+  }
+
   /** Connected, with constraints and indexes created (once per process; retried after a failure). */
   ready(): Promise<void> {
     this.schema ??= this.ensureSchema().catch((error: unknown) => {
       this.schema = null;
-      throw new CodeGraphError(`code graph unavailable: cannot use Neo4j at ${redactUrl(this.url)}: ${(error as Error).message}`);
+      throw this.unavailable(error);
     });
     return this.schema;
   }
@@ -258,25 +254,37 @@ export class CodeGraph {
   }
 
   /** Every file's raw imports (for re-resolving them when paths come and go). */
-  async importsOf(repositoryId: string): Promise<{ path: string; language: string | null; imports: string[] }[]> {
+  async importsOf(repositoryId: string): Promise<{ path: string; imports: string[] }[]> {
     return this.read(
-      `MATCH (f:File {repositoryId: $r}) WHERE size(f.imports) > 0 RETURN f.path AS path, f.language AS language, f.imports AS imports`,
+      `MATCH (f:File {repositoryId: $r}) WHERE size(f.imports) > 0 RETURN f.path AS path, f.imports AS imports`,
       { r: repositoryId },
     );
   }
 
-  /** Runs a read query and returns its records as plain objects. */
+  /** Runs a read query and returns its records as plain objects; Neo4j gone since it was first reached is a CodeGraphError too. */
   async read<T>(query: string, parameters: Record<string, unknown>): Promise<T[]> {
     await this.ready();
-    const result = await this.driver.executeQuery(query, parameters, { routing: neo4j.routing.READ });
-    return result.records.map((record) => record.toObject() as T);
+    try {
+      const result = await this.driver.executeQuery(query, parameters, { routing: neo4j.routing.READ });
+      return result.records.map((record) => record.toObject() as T);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === neo4j.error.SERVICE_UNAVAILABLE || code === neo4j.error.SESSION_EXPIRED) {
+        throw this.unavailable(error);
+      }
+      throw error;
+    }
   }
 }
 
-const fileMap = '.path, .language, .bytes, .blobSha, .skipped, .unresolvedImports';
+/** A File node's fields as the API reads them (FileNodeData). */
+const fileFieldNames = ['path', 'language', 'bytes', 'blobSha', 'skipped', 'unresolvedImports'] as const;
+/** `f {.path, …}`: the fields as a map projection, for lists of files. */
+const fileMap = fileFieldNames.map((field) => `.${field}`).join(', ');
 
+/** `f.path AS path, …`: the fields as columns. */
 function fileFields(variable: string): string {
-  return ['path', 'language', 'bytes', 'blobSha', 'skipped', 'unresolvedImports'].map((field) => `${variable}.${field} AS ${field}`).join(', ');
+  return fileFieldNames.map((field) => `${variable}.${field} AS ${field}`).join(', ');
 }
 
 /** Deletes a repository's nodes label by label (each lookup served by an index). */

@@ -36,7 +36,7 @@ export interface IndexOutcome {
   filesRead: number;
   /** The code graph could not be written: the run records it and still succeeds. */
   warning: string | null;
-  /** Milliseconds per step: tree (ls-tree, diff), read (cat-file and parsing), graph (building and writing the update), metadata. */
+  /** Milliseconds per step: tree (the difference, ls-tree, the graph update begun), read (cat-file and parsing), graph (edges and commit), metadata. */
   timings: Record<string, number>;
 }
 
@@ -50,10 +50,10 @@ const headBytes = 1024;
  * the code graph in Neo4j when one is configured. Each keeps the commit it
  * describes (RepositoryMetadata.commitSha, Repository.indexedSha in the
  * graph), so a run changes only what differs from that commit to the new one
- * (`git diff --raw -M`), and falls back to a from-scratch index when there is
- * no usable previous commit (first run, rewritten history). All content is read
- * from git's objects (`git cat-file --batch`), never through the working
- * tree, so a symlink is never followed.
+ * (diffCommits), and falls back to a from-scratch index when there is no
+ * usable previous commit (first run, rewritten history). All content is read
+ * from git's objects (one `git cat-file --batch` per pass, an ObjectReader),
+ * never through the working tree, so a symlink is never followed.
  */
 export class Indexer {
   private parser: Promise<CodeParser> | null = null;
@@ -207,7 +207,7 @@ export class Indexer {
         create: { repositoryId, ...metadata, graphSha, indexedAt: new Date() },
         update: { ...metadata, graphSha, indexedAt: new Date() },
       });
-    } else {
+    } else if (graphSha !== stored?.graphSha) {
       // Only the graph was behind (the metadata row exists: it was not due).
       await this.prisma.repositoryMetadata.update({ where: { repositoryId }, data: { graphSha, indexedAt: new Date() } });
     }
@@ -369,11 +369,15 @@ class Work {
     return [...this.readers.keys()];
   }
 
-  /** Where an object's content goes: kept whole when a reader needs it (and it is not too large), else let past. */
+  /**
+   * Where an object's content goes: kept whole when a reader needs it, else let past. The size
+   * limit is for files; the commit and the license are always read.
+   */
   sink(id: string, size: number): BlobSink {
     const readers = this.readers.get(id) ?? [];
-    const needed = readers.some((reader) => reader.role !== 'metadata' || reader.counted);
-    const parts: Buffer[] | null = needed && size <= this.maxFileBytes ? [] : null;
+    const whole = readers.some((reader) => reader.role === 'commit' || reader.role === 'license');
+    const needed = whole || readers.some((reader) => reader.role === 'graph' || (reader.role === 'metadata' && reader.counted));
+    const parts: Buffer[] | null = needed && (whole || size <= this.maxFileBytes) ? [] : null;
     return {
       write: (chunk) => void parts?.push(chunk),
       end: () => this.consume(readers, size, parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null),
@@ -405,7 +409,7 @@ class Work {
     const reresolved: GraphUpdateEnd['reresolved'] = [];
     if (changes) {
       // Paths that came or went can change how unchanged files' imports resolve.
-      const moved = new Set([...removedFiles, ...changes.filter((change) => change.status === 'A').map((change) => change.path)]);
+      const moved = new Set([...removedFiles, ...addedPaths(changes)]);
       if (moved.size) {
         for (const file of await graph.importsOf(repositoryId)) {
           if (this.graphFiles.has(file.path) || !this.paths.has(file.path)) continue;
@@ -518,12 +522,14 @@ function countable(path: string, mode: string | null): boolean {
 
 /**
  * Why a file is not parsed, by its path and mode alone. Declaration files
- * (`*.d.ts`) are vendored to linguist's statistics but parsed for the graph:
- * they are where a TypeScript library's types live.
+ * (`*.d.ts`) are vendored to linguist's statistics but parsed for the graph
+ * (they are where a TypeScript library's types live): one is judged as a
+ * `.ts` file in its place, so only a vendored folder makes it vendored.
  */
 function pathSkip(path: string, mode: string): string | null {
   if (mode === symlinkMode) return 'symlink';
-  if (isVendored(path) && !(path.toLowerCase().endsWith('.d.ts') && !isVendored(path.slice(0, -'.d.ts'.length) + '.ts'))) return 'vendored';
+  const declaration = path.toLowerCase().endsWith('.d.ts');
+  if (isVendored(declaration ? `${path.slice(0, -'.d.ts'.length)}.ts` : path)) return 'vendored';
   if (isGenerated(path)) return 'generated';
   return null;
 }
@@ -538,6 +544,11 @@ function contentSkip(path: string, content: Buffer): string | null {
 /** Paths an update removes: deleted or renamed away, or turned into a submodule. */
 function removedPaths(changes: TreeChange[]): string[] {
   return changes.filter((change) => change.status === 'D' || change.newMode === submoduleMode).map((change) => change.path);
+}
+
+/** Paths that are new to the graph: added, or a submodule turned into a file. */
+function addedPaths(changes: TreeChange[]): string[] {
+  return changes.filter((change) => change.newSha && change.newMode !== submoduleMode && (change.status === 'A' || change.oldMode === submoduleMode)).map((change) => change.path);
 }
 
 function ancestors(filePath: string): string[] {

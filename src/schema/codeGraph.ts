@@ -5,7 +5,7 @@ import { CodeGraphError, type CodeGraph, type FileDetail, type FileNodeData, typ
 import type { LanguageTally } from '../indexing/indexer.js';
 import { builder } from './builder.js';
 import type { GraphQLContext } from './context.js';
-import { pageSize } from './pagination.js';
+import { maxPageSize, pageSize } from './pagination.js';
 
 // Repository.metadata (PostgreSQL) and the code graph read API (Neo4j), SPEC §4.
 
@@ -118,8 +118,13 @@ async function graphCall<T>(ctx: GraphQLContext, read: (graph: CodeGraph) => Pro
   }
 }
 
-function checkPage(args: { first?: number | null; last?: number | null }): void {
+/** An offset-paged connection over a graph read (pages over the cap refused, as everywhere). */
+function offsetPage<T>(
+  args: { first?: number | null; last?: number | null; after?: string | null; before?: string | null },
+  read: (page: { offset: number; limit: number }) => Promise<T[]>,
+) {
   pageSize.maxSize(args);
+  return resolveOffsetConnection({ args, defaultSize: pageSize.defaultSize, maxSize: maxPageSize }, read);
 }
 
 builder.prismaObjectFields('Repository', (t) => ({
@@ -130,17 +135,15 @@ builder.prismaObjectFields('Repository', (t) => ({
       nullable: true,
       description: 'files of the indexed commit in path order; null (with an UNAVAILABLE error) without a code graph',
       args: { pathPrefix: t.arg.string(), language: t.arg.string({ description: 'as in metadata.languages, e.g. TypeScript' }) },
-      resolve: (repository: RepositoryRow, args, ctx) => {
-        checkPage(args);
-        return resolveOffsetConnection({ args, defaultSize: pageSize.defaultSize, maxSize: 100 }, ({ offset, limit }) =>
+      resolve: (repository: RepositoryRow, args, ctx) =>
+        offsetPage(args, ({ offset, limit }) =>
           graphCall(ctx, async (graph) =>
             (await graph.files(repository.id, { pathPrefix: args.pathPrefix ?? null, language: args.language ?? null, first: limit, offset })).map((file) => ({
               ...file,
               repositoryId: repository.id,
             })),
           ),
-        );
-      },
+        ),
     },
     { name: 'FileNodeConnection' },
     { name: 'FileNodeEdge' },
@@ -163,9 +166,8 @@ builder.prismaObjectFields('Repository', (t) => ({
       description: 'symbols whose name contains the query (case-insensitive), by name, path and line',
       args: { query: t.arg.string({ required: true }), kind: t.arg.string() },
       resolve: (repository: RepositoryRow, args, ctx) => {
-        checkPage(args);
         if (args.query.length > 200) throw new BadUserInputError('query must be at most 200 characters');
-        return resolveOffsetConnection({ args, defaultSize: pageSize.defaultSize, maxSize: 100 }, ({ offset, limit }) =>
+        return offsetPage(args, ({ offset, limit }) =>
           graphCall(ctx, (graph) => graph.symbols(repository.id, { query: args.query, kind: args.kind ?? null, first: limit, offset })),
         );
       },

@@ -26,8 +26,6 @@ export interface TreeChange {
   newMode: string | null;
 }
 
-const zeroSha = /^0+$/;
-
 /** Every path of a commit, submodules included (their mode says what they are). */
 export async function listTree(git: Git, cwd: string, commitSha: string, signal?: AbortSignal): Promise<TreeEntry[]> {
   return parseTree((await git.run(['ls-tree', '-r', '-l', '-z', '--full-tree', commitSha], { cwd, ...(signal ? { signal } : {}) })).stdout);
@@ -95,7 +93,7 @@ export class ObjectReader {
   private readonly requests = new PassThrough();
   private readonly batches: Batch[] = [];
   private pending: Buffer = Buffer.alloc(0);
-  private current: { remaining: number; sink: BlobSink | null; batch: Batch } | null = null;
+  private current: { remaining: number; sink: BlobSink; batch: Batch } | null = null;
   private readonly running: Promise<void>;
   private failure: unknown = null;
 
@@ -121,7 +119,11 @@ export class ObjectReader {
     this.running.catch(() => undefined);
   }
 
-  /** Reads objects, each into the sink `open` gives; rejects (after reading them all) if one is missing or a sink failed. */
+  /**
+   * Reads objects, each into the sink `open` gives. A missing object rejects this request once
+   * its answers are in (the reader goes on serving); a sink that fails ends the reader (git is
+   * stopped, as nothing more of its output is wanted) and rejects every request.
+   */
   read(ids: readonly string[], open: (id: string, type: ObjectType, size: number) => BlobSink): Promise<void> {
     if (!ids.length) return Promise.resolve();
     if (this.failure) return Promise.reject(this.failure);
@@ -165,13 +167,7 @@ export class ObjectReader {
         if ((type !== 'blob' && type !== 'commit' && type !== 'tree') || size === undefined) {
           throw new Error(`git cat-file: unexpected object ${JSON.stringify(header)}`);
         }
-        let sink: BlobSink | null = null;
-        try {
-          if (!batch.error) sink = batch.open(id, type, Number(size));
-        } catch (error) {
-          batch.error = error;
-        }
-        this.current = { remaining: Number(size), sink, batch };
+        this.current = { remaining: Number(size), sink: batch.open(id, type, Number(size)), batch };
       }
       const current = this.current;
       // Content, then the newline git puts after it.
@@ -180,24 +176,14 @@ export class ObjectReader {
         const piece = this.pending.subarray(0, current.remaining);
         this.pending = this.pending.subarray(piece.length);
         current.remaining -= piece.length;
-        await this.toSink(current, (sink) => sink.write(piece));
+        await current.sink.write(piece);
         if (current.remaining > 0) return;
       }
       if (!this.pending.length) return;
       this.pending = this.pending.subarray(1);
       this.current = null;
-      await this.toSink(current, (sink) => sink.end());
+      await current.sink.end();
       this.answered(current.batch);
-    }
-  }
-
-  /** A sink that fails fails its batch; the object's remaining bytes are still read past. */
-  private async toSink(current: { sink: BlobSink | null; batch: Batch }, step: (sink: BlobSink) => void | Promise<void>): Promise<void> {
-    if (!current.sink || current.batch.error) return;
-    try {
-      await step(current.sink);
-    } catch (error) {
-      current.batch.error = error;
     }
   }
 
@@ -237,7 +223,7 @@ interface RawEntry {
 }
 
 /** A tree object's entries ("<mode> <name>\0<20-byte id>" each); modes as ls-tree prints them (040000 for a tree). */
-export function parseTreeObject(content: Buffer): RawEntry[] {
+function parseTreeObject(content: Buffer): RawEntry[] {
   const entries: RawEntry[] = [];
   for (let offset = 0; offset < content.length; ) {
     const space = content.indexOf(32, offset);
@@ -266,11 +252,11 @@ function kindOf(mode: string): 'file' | 'symlink' | 'submodule' {
  * What changed between two commits, computed from their tree objects through
  * the reader (what `git diff --raw --no-renames -r` reports: a rename is the
  * old path deleted and the new one added, a type change file↔symlink↔submodule
- * is T), with the newer commit's details. Subtrees that did not change are
+ * is T), and the newer commit's tree. Subtrees that did not change are
  * never read; the ones that did are read a level at a time, one request per
  * level. Rejects when either commit is missing.
  */
-export async function diffCommits(reader: ObjectReader, fromSha: string, toSha: string): Promise<{ changes: TreeChange[]; commit: CommitInfo; tree: string }> {
+export async function diffCommits(reader: ObjectReader, fromSha: string, toSha: string): Promise<{ changes: TreeChange[]; tree: string }> {
   const commits = await reader.whole([fromSha, toSha]);
   const from = commits.get(fromSha)!;
   const to = commits.get(toSha)!;
@@ -308,7 +294,7 @@ export async function diffCommits(reader: ObjectReader, fromSha: string, toSha: 
     }
     level = deeper;
   }
-  return { changes, commit: parseCommit(to.content), tree: treeOf(to.content) };
+  return { changes, tree: treeOf(to.content) };
 }
 
 /** The entries at the root of a tree, read through the reader. */
