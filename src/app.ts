@@ -100,6 +100,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger);
   const webhooks = new WebhookService({
     prisma: db.prisma,
+    statement: db.statement,
     engine,
     secretBox,
     config,

@@ -34,6 +34,31 @@ function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
   send(res, 413, { error: `webhook body larger than ${maxWebhookBytes} bytes` });
 }
 
+/**
+ * The whole body; 'too large' as soon as it passes `limit` bytes (the rest is
+ * not read); 'aborted' when the client went away before it ended.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.pause();
+      resolve('too large');
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    // An aborted request emits 'error' (ECONNRESET) and 'close' without 'end'.
+    req.once('error', () => resolve('aborted'));
+    req.once('close', () => {
+      if (!req.complete) resolve('aborted');
+    });
+  });
+}
+
 type InitialContext = { request?: Request; connectionParams?: Record<string, unknown> };
 
 /** One HTTP server: GraphQL (HTTP, SSE, graphql-ws), health and metrics routes. */
@@ -101,14 +126,10 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     }
     const declared = Number(req.headers['content-length']);
     if (declared > maxWebhookBytes) return refuseTooLarge(req, res);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.byteLength;
-      if (size > maxWebhookBytes) return refuseTooLarge(req, res);
-      chunks.push(chunk);
-    }
-    const answer = await services.webhooks.accept(provider, req.headers, Buffer.concat(chunks));
+    const body = await readBody(req, maxWebhookBytes);
+    if (body === 'too large') return refuseTooLarge(req, res);
+    if (body === 'aborted') return void res.destroy();
+    const answer = await services.webhooks.accept(provider, req.headers, body);
     if (answer.status >= 400) logger.info({ provider, status: answer.status, reason: answer.body.error }, 'webhook delivery refused');
     send(res, answer.status, answer.body);
   }

@@ -5,6 +5,7 @@ import { AddRepositoryDocument, CreateProjectDocument, RepositoriesDocument, Syn
 import { startTestApp, waitForIdle, waitForRepository } from './support/app.js';
 import { createUpstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
+import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 
 const dbId = (globalId: string) => Buffer.from(globalId, 'base64url').toString().split(':')[1]!;
 
@@ -46,6 +47,30 @@ describe('embedded database (PGlite, the zero-configuration default)', () => {
     } finally {
       await second.close({ keep: true });
       await rm(first.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a signed webhook push is stored (receivedAt in UTC, as Prisma writes it) and synced', async () => {
+    const testApp = await startTestApp({ embedded: true });
+    try {
+      const upstream = await createUpstream(server, 'embedded-hook', { files: { 'a.txt': 'a\n' }, branch: 'master' });
+      const client = await testApp.client();
+      const projectId = (await client.request(CreateProjectDocument, { name: 'local' })).createProject.project.id;
+      const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url } });
+      const id = addRepository.repository.id;
+      await waitForRepository(client, id, (state) => state.status === 'SYNCED');
+      const next = await upstream.commit({ 'b.txt': 'b\n' });
+      const raw = await loadFixture('github-push-commits-drone.json');
+      const published = JSON.parse(raw.toString('utf8')) as { after: string };
+      const body = retarget(raw, { url: upstream.url, name: upstream.url.replace(/^https?:\/\/[^/]+\//, '').replace(/\.git$/, '') }, { [published.after]: next });
+      const sent = Date.now();
+      expect(await deliver(testApp.url, 'github', githubHeaders('push', body, addRepository.webhook.secret!), body)).toEqual({ status: 202, body: { accepted: 1 } });
+      const [stored] = await testApp.app.db.prisma.webhookDelivery.findMany({ where: { repositoryId: dbId(id) } });
+      expect(Math.abs(stored!.receivedAt.getTime() - sent)).toBeLessThan(5_000);
+      expect((await waitForRepository(client, id, (state) => state.lastCommitSha === next)).status).toBe('SYNCED');
+      await waitForIdle(testApp.app, dbId(id));
+    } finally {
+      await testApp.close();
     }
   });
 });

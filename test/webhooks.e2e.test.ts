@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,8 +107,9 @@ describe('webhooks end to end', { timeout: 120_000 }, () => {
     const deliveryId = randomUUID();
     const answer = await deliver(testApp.url, 'github', githubHeaders('push', body, r.secret, deliveryId), body);
     expect(answer).toEqual({ status: 202, body: { accepted: 1 } });
-    // Committed before the answer was sent.
-    expect(await testApp.app.db.prisma.webhookDelivery.count({ where: { repositoryId: r.dbId, deliveryId } })).toBe(1);
+    // Committed before the answer was sent, received now (UTC, as Prisma writes DateTime).
+    const [stored] = await testApp.app.db.prisma.webhookDelivery.findMany({ where: { repositoryId: r.dbId, deliveryId } });
+    expect(Math.abs(stored!.receivedAt.getTime() - Date.now())).toBeLessThan(5_000);
 
     const state = await waitForRepository(client, r.id, (s) => s.status === 'SYNCED' && s.lastCommitSha === after);
     expect(state.syncRuns.edges[0]!.node).toMatchObject({ trigger: 'WEBHOOK', status: 'SUCCEEDED', toSha: after });
@@ -330,6 +333,19 @@ describe('webhooks end to end', { timeout: 120_000 }, () => {
     const elsewhere = 'rotated-by-another-instance-0123456789abcdef';
     await testApp.app.db.prisma.repository.update({ where: { id: r.dbId }, data: { webhookSecret: testApp.app.services.secretBox.encrypt(elsewhere) } });
     expect(await deliver(testApp.url, 'github', githubHeaders('ping', body, elsewhere), body)).toMatchObject({ status: 200, body: { ok: true } });
+    // Changed elsewhere again, the read now over a second old: the first delivery is still checked
+    // against it while it is read again; once read, the replaced secret is refused.
+    const third = 'rotated-again-elsewhere-fedcba9876543210';
+    await testApp.app.db.prisma.repository.update({ where: { id: r.dbId }, data: { webhookSecret: testApp.app.services.secretBox.encrypt(third) } });
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect((await deliver(testApp.url, 'github', githubHeaders('ping', body, elsewhere), body)).status).toBe(200);
+    const statuses: number[] = [];
+    for (let attempt = 0; attempt < 50 && statuses.at(-1) !== 401; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      statuses.push((await deliver(testApp.url, 'github', githubHeaders('ping', body, elsewhere), body)).status);
+    }
+    expect(statuses.at(-1)).toBe(401);
+    expect(await deliver(testApp.url, 'github', githubHeaders('ping', body, third), body)).toMatchObject({ status: 200, body: { ok: true } });
     // Another tenant cannot rotate it.
     const other = await testApp.client('initech');
     await expect(other.request(RotateWebhookSecretDocument, { repositoryId: r.id })).rejects.toThrow(/NOT_FOUND|not found/i);
@@ -359,6 +375,26 @@ describe('webhooks end to end', { timeout: 120_000 }, () => {
     expect(await deliveries(r.dbId)).toBe(afterUnknown);
     const wrongMethod = await fetch(`${testApp.url}/webhooks/github`);
     expect(wrongMethod.status).toBe(405);
+  });
+
+  it('a client that goes away in the middle of a body: nothing stored, nothing logged as an error, the next delivery is answered', async () => {
+    const r = await register('hooks/aborted');
+    const body = retarget(await loadFixture('github-push-commits-drone.json'), r.target, {});
+    const deliveryId = randomUUID();
+    const headers = githubHeaders('push', body, r.secret, deliveryId);
+    const { port } = new URL(testApp.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    const head = Object.entries({ ...headers, 'Content-Length': String(body.length), Host: `127.0.0.1:${port}` }).map(([name, value]) => `${name}: ${value}\r\n`);
+    socket.write(`POST /webhooks/github HTTP/1.1\r\n${head.join('')}\r\n`);
+    socket.write(body.subarray(0, body.length / 2));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await testApp.app.db.prisma.webhookDelivery.count({ where: { deliveryId } })).toBe(0);
+    expect(testApp.logs.filter((line) => JSON.parse(line).level >= 50)).toEqual([]);
+    expect((await deliver(testApp.url, 'github', headers, body)).status).toBe(202);
+    expect(await testApp.app.db.prisma.webhookDelivery.count({ where: { deliveryId } })).toBe(1);
   });
 
   it('GitLab: push, tag push and merge requests through X-Gitlab-Token; Idempotency-Key (else X-Gitlab-Event-UUID) de-duplicates', async () => {

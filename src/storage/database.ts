@@ -12,6 +12,11 @@ export type Prisma = PrismaClient;
 export interface Database {
   prisma: PrismaClient;
   kind: 'postgresql' | 'embedded';
+  /**
+   * One SQL statement straight on the driver, for the few hot paths where Prisma's per-query work
+   * shows in a benchmark (the webhook intake). `name` makes it a prepared statement per connection.
+   */
+  statement<Row>(name: string, text: string, values: unknown[]): Promise<Row[]>;
   /** Applies pending migrations; returns the names applied now. */
   migrate(): Promise<string[]>;
   /** Throws unless the database answers and every committed migration is applied. */
@@ -64,6 +69,8 @@ async function openPostgres(connectionString: string): Promise<Database> {
       await migrationPool.end();
     }
   };
+  database.statement = async <Row>(name: string, text: string, values: unknown[]) =>
+    (await pool.query({ name, text, values })).rows as Row[];
   database.leaseInstance = (instanceId) => leasePostgresInstance(connectionString, instanceId);
   return database;
 }
@@ -151,6 +158,7 @@ async function openEmbedded(dir: string): Promise<Database> {
     await releaseLock();
   });
   database.migrate = () => applyMigrations(adapter, async () => (await pglite.query<AppliedMigration>(appliedMigrationsSql)).rows);
+  database.statement = async <Row>(_name: string, text: string, values: unknown[]) => (await pglite.query<Row>(text, values)).rows;
   // The lock file makes this process the database's only user: every other instance id is a stopped one.
   database.leaseInstance = async (instanceId) => ({ isAlive: async (owner) => owner === instanceId, release: async () => undefined });
   return database;
@@ -161,6 +169,7 @@ function withCommon(prisma: PrismaClient, kind: Database['kind'], close: () => P
     prisma,
     kind,
     migrate: () => Promise.reject(new Error('no migration adapter')),
+    statement: () => Promise.reject(new Error('no driver')),
     leaseInstance: () => Promise.reject(new Error('no instance leases')),
     async checkReady() {
       const expected = (await loadMigrationsList()).migrationDirectories.length;

@@ -31,10 +31,14 @@ type EngineModule = typeof import('@prisma/schema-engine-wasm') & {
 /**
  * The package's ESM entry imports a .wasm file, which Node 20 refuses without
  * a flag, so the bindings are loaded and the module instantiated by hand.
- * Not cached: the engine is needed once per start, and its memory can go afterwards.
+ * Once per process: the bindings module keeps the instance it was given
+ * anyway, and a second instance handed to it while the first one's callbacks
+ * are still reachable corrupts both (a second fresh embedded database in one
+ * process failed with "FnOnce called more than once").
  */
+let engineModule: Promise<EngineModule> | undefined;
 function loadEngineModule(): Promise<EngineModule> {
-  return (async () => {
+  return (engineModule ??= (async () => {
     const require = createRequire(import.meta.url);
     const bindingsPath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
     const bindings = (await import(bindingsPath)) as EngineModule;
@@ -45,7 +49,10 @@ function loadEngineModule(): Promise<EngineModule> {
     bindings.__wbg_set_wasm(instance.exports);
     (instance.exports.__wbindgen_start as () => void)();
     return bindings;
-  })();
+  })().catch((error: unknown) => {
+    engineModule = undefined;
+    throw error;
+  }));
 }
 
 async function openEngine(adapterFactory: SqlMigrationAwareDriverAdapterFactory): Promise<SchemaEngine> {

@@ -17,7 +17,7 @@ import {
   type WebhookAction,
   type WebhookProvider,
 } from '../providers/webhooks.js';
-import type { Prisma } from '../storage/database.js';
+import type { Database, Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import type { SyncEngine } from './engine.js';
 import type { GitAuth } from './git.js';
@@ -33,6 +33,8 @@ export interface WebhookAnswer {
 
 export interface WebhookDependencies {
   prisma: Prisma;
+  /** Database.statement: the intake's insert goes straight to the driver. */
+  statement: Database['statement'];
   engine: SyncEngine;
   secretBox: SecretBox;
   config: Pick<Config, 'githubWebhookSecret' | 'gitlabWebhookSecret'>;
@@ -57,7 +59,8 @@ export function identityKey(host: string, name: string): string {
 interface Registration {
   id: string;
   tenantId: string;
-  webhookSecret: string | null;
+  /** The registration's own secret, decrypted when the registration was read (null: none usable). */
+  secret: string | null;
 }
 
 interface NewDelivery {
@@ -75,10 +78,22 @@ interface PendingDelivery {
   action: WebhookAction;
 }
 
-/** How long a registration read serves later deliveries of the same repository. */
-const registrationCacheMs = 1000;
-/** Under a burst, how long processing lets deliveries gather before the next batch. */
+/**
+ * How long a registration read serves later deliveries of the same repository
+ * as it is; up to `registrationStaleMs` it still serves them while a new read
+ * is made for the ones after. This process's own changes (add, rotate, remove)
+ * clear it at once; a secret rotated by another process stops verifying here
+ * once a delivery has triggered that new read.
+ */
+const registrationFreshMs = 1000;
+const registrationStaleMs = 60_000;
+/**
+ * Under a burst, processing lets deliveries gather before the next batch until
+ * none has arrived for this long, and at most for `burstGatherMaxMs`: while
+ * deliveries keep coming, answering them goes first.
+ */
 const burstGatherMs = 20;
+const burstGatherMaxMs = 1000;
 /** Repositories of a batch processed at once. */
 const processingLanes = 4;
 /** After the database failed a processing batch, when it is tried again. */
@@ -132,6 +147,7 @@ export class WebhookService {
   private readonly registrations: DataLoader<string, Registration[]>;
   private readonly inserts: DataLoader<NewDelivery, string | null>;
   private pending: PendingDelivery[] = [];
+  private lastEnqueuedAt = 0;
   private draining: Promise<void> | null = null;
 
   constructor(private readonly deps: WebhookDependencies) {
@@ -161,7 +177,7 @@ export class WebhookService {
       return { status: 200, body: { ok: true, event: delivery.event } };
     }
     const key = keyOf(delivery.identity);
-    const check = (candidates: Registration[]) => candidates.filter((registration) => providerWideValid || this.secretVerifies(registration, verifies));
+    const check = (candidates: Registration[]) => candidates.filter(({ secret }) => providerWideValid || (secret !== null && verifies(secret)));
     const known = await this.recentRegistrations(key);
     let verified = check(known.registrations);
     // Nothing verified against what was read a moment ago: a registration may be new, or its secret
@@ -190,12 +206,23 @@ export class WebhookService {
     return { status: 202, body: { accepted: created.length } };
   }
 
-  /** Registrations by identity, as read at most a second ago (a burst of deliveries reads them once). */
-  private readonly recent = new Map<string, { at: number; registrations: Registration[] }>();
+  /** Registrations by identity, as read recently (a burst of deliveries reads them once). */
+  private readonly recent = new Map<string, { at: number; registrations: Registration[]; refreshing?: boolean }>();
 
   private async recentRegistrations(key: string): Promise<{ registrations: Registration[]; fresh: boolean }> {
     const cached = this.recent.get(key);
-    if (cached && Date.now() - cached.at < registrationCacheMs) return { registrations: cached.registrations, fresh: false };
+    const age = cached ? Date.now() - cached.at : Number.POSITIVE_INFINITY;
+    if (cached && age < registrationFreshMs) return { registrations: cached.registrations, fresh: false };
+    if (cached && age < registrationStaleMs) {
+      if (!cached.refreshing) {
+        cached.refreshing = true;
+        this.freshRegistrations(key).catch((error: Error) => {
+          cached.refreshing = false;
+          this.deps.logger.warn({ err: error.message }, 'webhook registrations could not be read again');
+        });
+      }
+      return { registrations: cached.registrations, fresh: false };
+    }
     return { registrations: await this.freshRegistrations(key), fresh: true };
   }
 
@@ -232,21 +259,27 @@ export class WebhookService {
       where: { identityKey: { in: [...new Set(keys)] } },
       select: { id: true, tenantId: true, webhookSecret: true, identityKey: true },
     });
-    return keys.map((key) => rows.filter((row) => row.identityKey === key));
+    // Decrypted once per read, not once per delivery: a burst verifies against what the cache holds.
+    const registrations = rows.map((row) => ({ key: row.identityKey, id: row.id, tenantId: row.tenantId, secret: this.decryptSecret(row.id, row.webhookSecret) }));
+    return keys.map((key) => registrations.filter((registration) => registration.key === key));
   }
 
   /** One INSERT for the batch; per row the new delivery's id, or null when the registration had it already. */
   private async insertDeliveries(rows: readonly NewDelivery[]): Promise<(string | null)[]> {
-    const now = new Date();
-    const inserted = await this.deps.prisma.$queryRaw<{ id: string; repositoryId: string; deliveryId: string }[]>`
-      INSERT INTO "WebhookDelivery" (id, "tenantId", "repositoryId", provider, event, "deliveryId", "receivedAt", action)
-      SELECT gen_random_uuid(), d."tenantId", d."repositoryId", d.provider::"Provider", d.event, d."deliveryId", ${now}, d.action
-      FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        AS d("tenantId" uuid, "repositoryId" uuid, provider text, event text, "deliveryId" text, action jsonb)
-      -- A registration removed since it was looked up takes nothing (rather than failing the batch).
-      WHERE EXISTS (SELECT 1 FROM "Repository" WHERE id = d."repositoryId")
-      ON CONFLICT ("repositoryId", "deliveryId") DO NOTHING
-      RETURNING id, "repositoryId", "deliveryId"`;
+    // Straight on the driver, as a prepared statement: the intake's one statement per batch.
+    // receivedAt as Prisma writes DateTime: UTC into a timestamp(3) column.
+    const inserted = await this.deps.statement<{ id: string; repositoryId: string; deliveryId: string }>(
+      'webhook-delivery-insert',
+      `INSERT INTO "WebhookDelivery" (id, "tenantId", "repositoryId", provider, event, "deliveryId", "receivedAt", action)
+       SELECT gen_random_uuid(), d."tenantId", d."repositoryId", d.provider::"Provider", d.event, d."deliveryId", $1::timestamp(3), d.action
+       FROM jsonb_to_recordset($2::jsonb)
+         AS d("tenantId" uuid, "repositoryId" uuid, provider text, event text, "deliveryId" text, action jsonb)
+       -- A registration removed since it was looked up takes nothing (rather than failing the batch).
+       WHERE EXISTS (SELECT 1 FROM "Repository" WHERE id = d."repositoryId")
+       ON CONFLICT ("repositoryId", "deliveryId") DO NOTHING
+       RETURNING id, "repositoryId", "deliveryId"`,
+      [new Date().toISOString().slice(0, 23), JSON.stringify(rows)],
+    );
     const ids = new Map(inserted.map((row) => [`${row.repositoryId} ${row.deliveryId}`, row.id]));
     // The same delivery twice in one batch: the first is new, the second a duplicate.
     return rows.map((row) => {
@@ -257,34 +290,41 @@ export class WebhookService {
     });
   }
 
-  private secretVerifies(registration: Registration, verifies: (secret: string) => boolean): boolean {
-    if (!registration.webhookSecret) return false;
+  private decryptSecret(repositoryId: string, encrypted: string | null): string | null {
+    if (!encrypted) return null;
     try {
-      return verifies(this.deps.secretBox.decrypt(registration.webhookSecret));
+      return this.deps.secretBox.decrypt(encrypted);
     } catch (error) {
-      this.deps.logger.error({ repositoryId: registration.id, err: (error as Error).message }, 'webhook secret cannot be decrypted (ENCRYPTION_KEY changed?)');
-      return false;
+      this.deps.logger.error({ repositoryId, err: (error as Error).message }, 'webhook secret cannot be decrypted (ENCRYPTION_KEY changed?)');
+      return null;
     }
+  }
+
+  /** Until no delivery has been handed over for burstGatherMs, or burstGatherMaxMs have passed. */
+  private async gather(): Promise<void> {
+    const started = performance.now();
+    do await new Promise((resolve) => setTimeout(resolve, burstGatherMs));
+    while (performance.now() - this.lastEnqueuedAt < burstGatherMs && performance.now() - started < burstGatherMaxMs);
   }
 
   private enqueue(deliveries: PendingDelivery[]): void {
     if (deliveries.length === 0) return;
+    this.lastEnqueuedAt = performance.now();
     this.pending.push(...deliveries);
     this.draining ??= this.drain().finally(() => (this.draining = null));
   }
 
   /**
-   * Processes what is pending, batch after batch, until nothing is. Under a
-   * burst (the last batch held more than one delivery) it lets the next batch
-   * gather for a moment: the answers went out already, and a bigger batch
-   * costs the database the same few statements.
+   * Processes what is pending, batch after batch, until nothing is. The first
+   * batch goes at once (a lone delivery waits for nothing); what arrives
+   * meanwhile gathers until deliveries stop coming (at most burstGatherMaxMs):
+   * the answers went out already, answering the burst goes first, and a
+   * bigger batch costs the database the same few statements.
    */
   private async drain(): Promise<void> {
-    let last = 0;
-    while (this.pending.length) {
-      if (last > 1) await new Promise((resolve) => setTimeout(resolve, burstGatherMs));
+    for (let first = true; this.pending.length; first = false) {
+      if (!first) await this.gather();
       const batch = this.pending.splice(0, 2000);
-      last = batch.length;
       try {
         await this.processBatch(batch);
       } catch (error) {
