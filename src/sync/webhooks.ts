@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import DataLoader from 'dataloader';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -19,6 +18,7 @@ import {
 } from '../providers/webhooks.js';
 import type { Database, Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
+import { Batcher } from './batcher.js';
 import type { SyncEngine } from './engine.js';
 import type { GitAuth } from './git.js';
 import { redactSecrets } from './redact.js';
@@ -87,6 +87,7 @@ interface PendingDelivery {
  */
 const registrationFreshMs = 1000;
 const registrationStaleMs = 60_000;
+const staleRefreshDelayMs = 25;
 /**
  * Under a burst, processing lets deliveries gather before the next batch until
  * none has arrived for this long, and at most for `burstGatherMaxMs`: while
@@ -100,42 +101,6 @@ const processingLanes = 4;
 const retryMs = 5000;
 
 /**
- * Batching for a DataLoader: a batch goes out at the end of the event-loop turn, or, while the
- * previous batch is still at the database, as soon as that one is back. Alone, a delivery waits
- * for nothing; under a burst, everything that arrives during a round trip shares the next
- * statement (a few statements per batch instead of two per delivery).
- */
-function oneAtATime<K, V>(load: (keys: readonly K[]) => Promise<V[]>): DataLoader<K, V> {
-  let inFlight = 0;
-  const waiting: (() => void)[] = [];
-  const release = () => {
-    inFlight--;
-    waiting.shift()?.();
-  };
-  return new DataLoader<K, V>(
-    async (keys) => {
-      try {
-        return await load(keys);
-      } finally {
-        release();
-      }
-    },
-    {
-      cache: false,
-      maxBatchSize: 1000,
-      batchScheduleFn: (dispatch) => {
-        const go = () => {
-          inFlight++;
-          dispatch();
-        };
-        if (inFlight === 0) setImmediate(go);
-        else waiting.push(go);
-      },
-    },
-  );
-}
-
-/**
  * Webhook deliveries (SPEC §4): verified against every registration the
  * payload names, stored (one row per verified registration, unique by
  * delivery id, so a redelivery is a duplicate) before the answer, then
@@ -144,15 +109,16 @@ function oneAtATime<K, V>(load: (keys: readonly K[]) => Promise<V[]>): DataLoade
  * not processed (the process stopped) are processed at the next start.
  */
 export class WebhookService {
-  private readonly registrations: DataLoader<string, Registration[]>;
-  private readonly inserts: DataLoader<NewDelivery, string | null>;
+  private readonly registrations: Batcher<string, Registration[]>;
+  private readonly inserts: Batcher<NewDelivery, string | null>;
   private pending: PendingDelivery[] = [];
   private lastEnqueuedAt = 0;
   private draining: Promise<void> | null = null;
 
   constructor(private readonly deps: WebhookDependencies) {
-    this.registrations = oneAtATime((keys) => this.findRegistrations(keys));
-    this.inserts = oneAtATime((rows) => this.insertDeliveries(rows));
+    this.registrations = new Batcher((keys) => this.findRegistrations(keys), { eager: 1000, max: 1000 });
+    // The first 16 deliveries of a burst go to the database while the rest are still being read.
+    this.inserts = new Batcher((rows) => this.insertDeliveries(rows), { eager: 16, max: 1000 });
   }
 
   async accept(provider: WebhookProvider, headers: Headers, body: Buffer): Promise<WebhookAnswer> {
@@ -207,27 +173,48 @@ export class WebhookService {
   }
 
   /** Registrations by identity, as read recently (a burst of deliveries reads them once). */
-  private readonly recent = new Map<string, { at: number; registrations: Registration[]; refreshing?: boolean }>();
+  private readonly recent = new Map<string, { at: number; registrations: Registration[] }>();
 
   private async recentRegistrations(key: string): Promise<{ registrations: Registration[]; fresh: boolean }> {
     const cached = this.recent.get(key);
     const age = cached ? Date.now() - cached.at : Number.POSITIVE_INFINITY;
     if (cached && age < registrationFreshMs) return { registrations: cached.registrations, fresh: false };
     if (cached && age < registrationStaleMs) {
-      if (!cached.refreshing) {
-        cached.refreshing = true;
-        this.freshRegistrations(key).catch((error: Error) => {
-          cached.refreshing = false;
-          this.deps.logger.warn({ err: error.message }, 'webhook registrations could not be read again');
-        });
-      }
+      this.refreshSoon(key);
       return { registrations: cached.registrations, fresh: false };
     }
     return { registrations: await this.freshRegistrations(key), fresh: true };
   }
 
+  /** Stale keys are read again together, a moment after the first is hit (one query, not one per repository). */
+  private readonly staleKeys = new Set<string>();
+  private staleTimer: NodeJS.Timeout | null = null;
+
+  /** Keys waiting to be read again or being read: a key is read once however often it is hit meanwhile. */
+  private readonly refreshing = new Set<string>();
+
+  private refreshSoon(key: string): void {
+    if (this.refreshing.has(key)) return;
+    this.refreshing.add(key);
+    this.staleKeys.add(key);
+    this.staleTimer ??= setTimeout(() => {
+      this.staleTimer = null;
+      const keys = [...this.staleKeys];
+      this.staleKeys.clear();
+      for (const stale of keys) {
+        this.freshRegistrations(stale)
+          .catch((error: Error) => this.deps.logger.warn({ err: error.message }, 'webhook registrations could not be read again'))
+          .finally(() => this.refreshing.delete(stale));
+      }
+    }, staleRefreshDelayMs);
+    this.staleTimer.unref();
+  }
+
   private async freshRegistrations(key: string): Promise<Registration[]> {
+    const generation = this.generation;
     const registrations = await this.registrations.load(key);
+    // A read that started before this process changed a registration is used once, not kept.
+    if (generation !== this.generation) return registrations;
     if (this.recent.size >= 10_000) this.recent.clear();
     this.recent.set(key, { at: Date.now(), registrations });
     return registrations;
@@ -235,8 +222,11 @@ export class WebhookService {
 
   /** Forgets what was read about a repository's registrations (this process added, rotated or removed one). */
   forgetRegistrations(): void {
+    this.generation++;
     this.recent.clear();
   }
+
+  private generation = 0;
 
   /** Deliveries stored but never processed (a process stopped after answering): processed now. */
   async processPending(): Promise<number> {
@@ -316,14 +306,17 @@ export class WebhookService {
 
   /**
    * Processes what is pending, batch after batch, until nothing is. The first
-   * batch goes at once (a lone delivery waits for nothing); what arrives
+   * batch goes at once unless more deliveries are being stored (a lone
+   * delivery waits for nothing); what arrives
    * meanwhile gathers until deliveries stop coming (at most burstGatherMaxMs):
    * the answers went out already, answering the burst goes first, and a
    * bigger batch costs the database the same few statements.
    */
   private async drain(): Promise<void> {
+    // The answers of deliveries stored with this one go out before processing starts.
+    await new Promise((resolve) => setImmediate(resolve));
     for (let first = true; this.pending.length; first = false) {
-      if (!first) await this.gather();
+      if (!first || this.inserts.busy) await this.gather();
       const batch = this.pending.splice(0, 2000);
       try {
         await this.processBatch(batch);
