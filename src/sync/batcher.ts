@@ -16,11 +16,6 @@ export class Batcher<K, V> {
     private readonly options: { eager: number; max: number },
   ) {}
 
-  /** A batch is out or keys are waiting. */
-  get busy(): boolean {
-    return this.inFlight || this.queue.length > 0;
-  }
-
   load(key: K): Promise<V> {
     return new Promise<V>((resolve, reject) => {
       this.queue.push({ key, resolve, reject });

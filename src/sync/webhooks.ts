@@ -306,8 +306,8 @@ export class WebhookService {
 
   /**
    * Processes what is pending, batch after batch, until nothing is. The first
-   * batch goes at once unless more deliveries are being stored (a lone
-   * delivery waits for nothing); what arrives
+   * batch goes at once (a lone delivery, or the first push of a storm, waits
+   * for nothing: its sync starts while the rest arrive); what arrives
    * meanwhile gathers until deliveries stop coming (at most burstGatherMaxMs):
    * the answers went out already, answering the burst goes first, and a
    * bigger batch costs the database the same few statements.
@@ -316,7 +316,7 @@ export class WebhookService {
     // The answers of deliveries stored with this one go out before processing starts.
     await new Promise((resolve) => setImmediate(resolve));
     for (let first = true; this.pending.length; first = false) {
-      if (!first || this.inserts.busy) await this.gather();
+      if (!first) await this.gather();
       const batch = this.pending.splice(0, 2000);
       try {
         await this.processBatch(batch);
