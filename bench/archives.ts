@@ -175,6 +175,20 @@ function sampleRss(service: Service, intervalMs = 100): { stop(): Promise<{ maxM
   };
 }
 
+/**
+ * The RSS the idle server sits at: the median of a second of samples. One
+ * sample alone lands anywhere in the garbage collector's cycle (195 to 229 MB
+ * for the same server in one run), which made the growth swing by 30 MB.
+ */
+async function restingRssMb(service: Service): Promise<number> {
+  const samples: number[] = [];
+  for (let index = 0; index < 11; index++) {
+    samples.push(await service.rssMb());
+    await sleep(100);
+  }
+  return median(samples);
+}
+
 /** Bytes of a folder's regular files (`du -sb`, apparent sizes) and its entries. */
 async function folderSize(dir: string): Promise<{ bytes: number; gitBytes: number; files: number }> {
   const [all, dotGit, files] = await Promise.all([
@@ -269,7 +283,7 @@ export async function snapshot1g(ctx: BenchContext): Promise<BenchResult> {
           // What makes the server produce and upload the snapshot again: no object under its key, no archiveUrl naming it.
           await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: key }));
           await service!.query(`UPDATE "Repository" SET "s3ArchiveUrl" = NULL WHERE id = $1`, [repositoryId]);
-          const rssBefore = await service!.rssMb();
+          const rssBefore = await restingRssMb(service!);
           const before = await archiveMetrics(service!);
           const sampler = sampleRss(service!);
           const { run, ms } = await syncAndWait(service!, globalId);
