@@ -25,6 +25,7 @@ import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from './storage/
 import { WebhookService } from './sync/webhooks.js';
 import { CodeGraph } from './indexing/codeGraph.js';
 import { Indexer } from './indexing/indexer.js';
+import { Platforms } from './providers/platforms.js';
 
 export interface App {
   config: Config;
@@ -79,6 +80,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const instanceId = `${process.pid}-${randomUUID()}`;
   const lease = await db.leaseInstance(instanceId);
 
+  const platforms = new Platforms(config, logger);
   let repositories!: RepositoryService;
   const engine = new SyncEngine(
     {
@@ -92,6 +94,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       logger,
       resolveAuth: (repository) => repositories.authFor(repository),
       assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
+      // Only with the repository's own credential: anonymous API quotas are tiny, and only an authorized 304 is free.
+      platformFor: (repository, auth) => (auth ? platforms.forHost(repository.provider, repository.host, auth.password) : null),
     },
     runQueue,
     metrics,
@@ -111,7 +115,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
   const files = new RepositoryFiles(db.prisma, git, copies, store);
-  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph };
+  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms };
 
   await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);

@@ -54,6 +54,8 @@ const schema = z
     REPOLENS_INDEX_MAX_FILE_BYTES: positiveInt(1024 * 1024),
     GITHUB_API_URL: z.url().default('https://api.github.com'),
     GITLAB_URL: z.url().default('https://gitlab.com'),
+    REPOLENS_PROVIDER_TIMEOUT_MS: positiveInt(30_000),
+    REPOLENS_PROVIDER_MAX_WAIT_S: z.coerce.number().int().min(0).default(15 * 60),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env) => {
@@ -77,6 +79,9 @@ const schema = z
       orphanSweepMs: env.REPOLENS_ORPHAN_SWEEP_MS,
       /** Provider-wide webhook secrets: they verify deliveries for every registration. */
       githubWebhookSecret: env.GITHUB_WEBHOOK_SECRET,
+      /** Provider REST APIs (GitHub, GitLab): each call's limit, and the longest rate-limit wait before a call fails. */
+      providerTimeoutMs: env.REPOLENS_PROVIDER_TIMEOUT_MS,
+      providerMaxWaitS: env.REPOLENS_PROVIDER_MAX_WAIT_S,
       gitlabWebhookSecret: env.GITLAB_WEBHOOK_SECRET,
       /** S3 when a bucket is named, else $DATA_DIR/archives (SPEC §2). */
       s3: env.S3_BUCKET

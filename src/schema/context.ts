@@ -1,3 +1,4 @@
+import type { Platforms } from '../providers/platforms.js';
 import type { WebhookService } from '../sync/webhooks.js';
 import type { CodeGraph } from '../indexing/codeGraph.js';
 import type { Config } from '../config.js';
@@ -20,6 +21,8 @@ export interface Services {
   webhooks: WebhookService;
   /** The code graph; null when NEO4J_URL is not set. */
   graph: CodeGraph | null;
+  /** Provider REST APIs (GitHub), for the hosts they serve. */
+  platforms: Platforms;
 }
 
 /** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */

@@ -1,4 +1,5 @@
-import { BadUserInputError, NotFoundError } from '../errors.js';
+import { BadUserInputError, NotFoundError, ProviderError } from '../errors.js';
+import { PlatformError, type GitPlatform, type TokenOwner } from '../providers/platform.js';
 import { builder } from './builder.js';
 import { ProviderEnum } from './enums.js';
 import { parseGlobalId } from './globalId.js';
@@ -31,6 +32,18 @@ builder.queryField('credentials', (t) =>
   }),
 );
 
+/** The token's owner by the platform's API; refused tokens are the user's mistake, an unreachable API is not. */
+async function tokenOwner(platform: GitPlatform | null): Promise<TokenOwner | null> {
+  if (!platform) return null;
+  try {
+    return await platform.tokenOwner();
+  } catch (error) {
+    if (error instanceof PlatformError && error.failure === 'auth') throw new BadUserInputError(`the token was refused: ${error.message}`);
+    if (error instanceof PlatformError) throw new ProviderError(`the token could not be checked: ${error.message}`);
+    throw error;
+  }
+}
+
 const hostPattern = /^[a-z0-9.-]+(:\d{1,5})?$/i;
 
 builder.relayMutationField(
@@ -55,13 +68,15 @@ builder.relayMutationField(
       if (input.login != null && !/^[^\s:\u0000-\u001f]{1,255}$/.test(input.login)) {
         throw new BadUserInputError('login must be 1-255 characters without whitespace or ":"');
       }
+      // A token for a host whose platform API we know is checked there before it is stored.
+      const owner = await tokenOwner(ctx.services.platforms.forHost(input.provider, host, input.token));
       const credential = await ctx.prisma.credential.create({
         data: {
           tenantId: ctx.tenantId,
           provider: input.provider,
           host,
-          login: input.login ?? null,
-          scopes: [],
+          login: owner?.login ?? input.login ?? null,
+          scopes: owner?.scopes ?? [],
           encryptedSecret: ctx.services.secretBox.encrypt(input.token),
         },
       });

@@ -4,6 +4,7 @@ import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/clie
 import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
 import type { Indexer } from '../indexing/indexer.js';
+import { PlatformError, type GitPlatform } from '../providers/platform.js';
 import type { ArchiveOutcome, Archiver } from './archiver.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
@@ -27,6 +28,8 @@ export interface RunDependencies {
   resolveAuth(repository: Repository): Promise<GitAuth | undefined>;
   /** Re-checks the repository's host right before git connects (DNS may have changed). */
   assertHostAllowed(url: string): Promise<void>;
+  /** The platform API (GitHub) that can answer a scheduled CHECK for this repository with its credential, if any. */
+  platformFor(repository: Repository, auth: GitAuth | undefined): GitPlatform | null;
 }
 
 export type RunOutcome = 'SUCCEEDED' | 'SKIPPED' | 'FAILED' | 'CANCELLED';
@@ -85,6 +88,19 @@ async function sync(
     health = await restoreCopy(deps, repository, recorder, signal, health);
   }
   const strategy = chooseStrategy(repository.syncStrategy, health);
+
+  // A scheduled check of a healthy copy asks the platform's API, conditionally, before git.
+  if (run.trigger === 'SCHEDULED' && !run.force && health.healthy && repository.lastCommitSha && health.head === repository.lastCommitSha) {
+    const platform = deps.platformFor(repository, auth);
+    const unchanged = platform ? await unchangedUpstream(deps, platform, repository, signal) : null;
+    if (unchanged) {
+      const sha = repository.lastCommitSha;
+      const indexWarning = await indexCommit(deps, repository, sha, recorder, signal);
+      const archived = await archiveCommit(deps, repository, sha, recorder, signal);
+      const queued = await finishSkipped(prisma, recorder, repository, sha, null, archived, indexWarning, unchanged.checkEtag);
+      return { outcome: 'SKIPPED', queued };
+    }
+  }
 
   // Without a usable copy there is nothing to compare: the clone reads the
   // remote itself, and a separate ref listing would only cost a round trip.
@@ -345,6 +361,7 @@ async function finishSkipped(
   refs: RefsChange | null,
   archived: ArchiveOutcome | null,
   indexWarning: string | null,
+  checkEtag: string | null = null,
 ): Promise<QueuedRun | null | undefined> {
   const now = new Date();
   const status = repository.status === 'FAILED' || repository.status === 'OUTDATED' || repository.status === 'SYNCING' ? 'SYNCED' : repository.status;
@@ -363,7 +380,7 @@ async function finishSkipped(
     UPDATE "Repository" SET
       status = ${status}::"RepositoryStatus", "lastError" = NULL, "consecutiveFailures" = 0, "nextCheckAt" = ${next},
       ${archiveColumns(archived, false)},
-      "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "updatedAt" = ${now}
+      "refsDigest" = COALESCE(${refs?.digest ?? null}, "refsDigest"), "checkEtag" = COALESCE(${checkEtag}, "checkEtag"), "updatedAt" = ${now}
     WHERE id = ${repository.id}::uuid
     RETURNING ${queuedBehind(repository.id)}`;
   skipped.publish();
@@ -389,6 +406,36 @@ async function recordFailure(prisma: Prisma, recorder: RunRecorder, repository: 
     }),
   ]);
   failed.publish();
+}
+
+/**
+ * The platform's answer for the tracked branch, when it says nothing changed:
+ * a 304 to the stored ETag, or the SHA the copy is at. `checkEtag` holds
+ * "<sha> <etag>", and the ETag is sent only while that SHA is still the
+ * synced one (an ETag kept from an older commit would make a branch moved
+ * back to it look unchanged). Null when the branch moved, or the API could
+ * not answer: the git listing decides then, so a rate limit past its wait,
+ * an outage or a missing branch never fails a check that git can make.
+ */
+async function unchangedUpstream(
+  deps: RunDependencies,
+  platform: GitPlatform,
+  repository: Repository,
+  signal: AbortSignal,
+): Promise<{ checkEtag: string | null } | null> {
+  const sha = repository.lastCommitSha!;
+  const [etagSha, ...rest] = (repository.checkEtag ?? '').split(' ');
+  const etag = etagSha === sha && rest.length ? rest.join(' ') : null;
+  try {
+    const head = await platform.branchHead(repository.name, repository.branch, etag, { signal });
+    if (!head.changed) return { checkEtag: null };
+    if (head.sha !== sha) return null;
+    return { checkEtag: head.etag && head.etag !== etag ? `${sha} ${head.etag}` : null };
+  } catch (error) {
+    if (signal.aborted || !(error instanceof PlatformError)) throw error;
+    deps.logger.info({ repositoryId: repository.id, err: error.message }, 'platform check failed; listing the remote with git instead');
+    return null;
+  }
 }
 
 function changedAt(repository: Repository): Date {

@@ -1,0 +1,132 @@
+import { throttling } from '@octokit/plugin-throttling';
+import { Octokit } from '@octokit/rest';
+import type { Logger } from 'pino';
+import { PlatformError, type BranchHead, type CallOptions, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+
+const ThrottledOctokit = Octokit.plugin(throttling);
+
+export interface GithubApiOptions {
+  /** GITHUB_API_URL: https://api.github.com, or GitHub Enterprise's https://<host>/api/v3. */
+  baseUrl: string;
+  /** Access token; without one, requests are anonymous (60 an hour on github.com). */
+  token?: string;
+  /** Each call's limit, retries included. */
+  timeoutMs: number;
+  /** A rate limit that resets within this many seconds is waited for; a longer one fails the call. */
+  maxRateLimitWaitS: number;
+  logger: Logger;
+}
+
+/**
+ * GitHub's REST API through Octokit. Rate limits are waited for, not failed
+ * (@octokit/plugin-throttling: a 403/429 with `x-ratelimit-remaining: 0`
+ * waits until `x-ratelimit-reset`, a secondary limit for `retry-after`),
+ * unless the wait is longer than `maxRateLimitWaitS`. Branch heads are asked
+ * for conditionally: with the `application/vnd.github.sha` media type the
+ * answer is the bare SHA, and an unchanged branch is a 304, which does not
+ * count against the rate limit.
+ */
+export class GithubApi implements GitPlatform {
+  readonly provider = 'GITHUB' as const;
+  private readonly octokit: InstanceType<typeof ThrottledOctokit>;
+
+  constructor(private readonly options: GithubApiOptions) {
+    const { logger, maxRateLimitWaitS } = options;
+    const onLimit = (kind: string) => (retryAfter: number, request: { method: string; url: string }, _octokit: unknown, retryCount: number) => {
+      const wait = retryAfter <= maxRateLimitWaitS && retryCount < 3;
+      logger.warn({ method: request.method, url: request.url, retryAfterS: retryAfter, retrying: wait }, `GitHub ${kind} rate limit reached`);
+      return wait;
+    };
+    this.octokit = new ThrottledOctokit({
+      baseUrl: options.baseUrl.replace(/\/+$/, ''),
+      ...(options.token ? { auth: options.token } : {}),
+      userAgent: 'repolens-sync',
+      // Octokit's own messages (deprecations, retries) go to our log, below warnings.
+      log: { debug: () => undefined, info: () => undefined, warn: (message: string) => logger.debug({ message }, 'octokit'), error: (message: string) => logger.debug({ message }, 'octokit') },
+      throttle: { onRateLimit: onLimit('primary'), onSecondaryRateLimit: onLimit('secondary') },
+    });
+  }
+
+  async tokenOwner(options: CallOptions = {}): Promise<TokenOwner> {
+    const response = await this.call('reading the token owner', options, (request) => this.octokit.request('GET /user', { request }));
+    const login = (response.data as { login?: unknown }).login;
+    if (typeof login !== 'string') throw new PlatformError('GitHub answered GET /user without a login', 'invalid-answer');
+    const scopes = String(response.headers['x-oauth-scopes'] ?? '')
+      .split(',')
+      .map((scope) => scope.trim())
+      .filter(Boolean);
+    return { login, scopes };
+  }
+
+  async repositoryInfo(name: string, options: CallOptions = {}): Promise<RepositoryInfo> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`reading ${name}`, options, (request) => this.octokit.request('GET /repos/{owner}/{repo}', { owner, repo, request }));
+    if (typeof data.default_branch !== 'string') throw new PlatformError(`GitHub described ${name} without a default branch`, 'invalid-answer');
+    return { defaultBranch: data.default_branch, private: data.private === true, sizeBytes: (data.size ?? 0) * 1024 };
+  }
+
+  async branchHead(name: string, branch: string, etag: string | null, options: CallOptions = {}): Promise<BranchHead> {
+    const { owner, repo } = ownerAndRepo(name);
+    let response;
+    try {
+      response = await this.call(`reading the head of ${name}@${branch}`, options, (request) =>
+        this.octokit.request('GET /repos/{owner}/{repo}/commits/{ref}', {
+          owner,
+          repo,
+          ref: `heads/${branch}`,
+          headers: { accept: 'application/vnd.github.sha', ...(etag ? { 'if-none-match': etag } : {}) },
+          request,
+        }),
+      );
+    } catch (error) {
+      if (error instanceof PlatformError && error.status === 304) return { changed: false };
+      throw error;
+    }
+    const sha = String(response.data as unknown).trim();
+    if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new PlatformError(`GitHub answered the head of ${name}@${branch} with something that is not a commit id`, 'invalid-answer');
+    const returned = response.headers.etag;
+    return { changed: true, sha, etag: typeof returned === 'string' ? returned : null };
+  }
+
+  /** One call with the timeout applied, its failure turned into a PlatformError without secrets. */
+  private async call<T>(what: string, options: CallOptions, send: (request: { signal: AbortSignal }) => Promise<T>): Promise<T> {
+    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    try {
+      return await send({ signal });
+    } catch (error) {
+      throw platformError(`GitHub API, ${what}`, error, timeout.aborted);
+    }
+  }
+}
+
+function ownerAndRepo(name: string): { owner: string; repo: string } {
+  const [owner, repo, ...rest] = name.split('/');
+  if (!owner || !repo || rest.length > 0) throw new PlatformError(`"${name}" is not a GitHub owner/name`, 'not-found');
+  return { owner, repo };
+}
+
+/** Octokit's RequestError (status, response headers) as a PlatformError; messages carry no token. */
+function platformError(what: string, error: unknown, timedOut: boolean): PlatformError {
+  if (timedOut) return new PlatformError(`${what}: timed out`, 'unavailable');
+  const status = typeof (error as { status?: unknown }).status === 'number' ? (error as { status: number }).status : undefined;
+  const headers = ((error as { response?: { headers?: Record<string, string | undefined> } }).response?.headers ?? {}) as Record<string, string | undefined>;
+  const apiMessage = (error as { response?: { data?: { message?: unknown } } }).response?.data?.message;
+  const detail = typeof apiMessage === 'string' ? apiMessage : status ? `HTTP ${status}` : ((error as Error).message ?? String(error));
+  if (status === 304) return new PlatformError(`${what}: not modified`, 'invalid-answer', 304);
+  if (status === 401) return new PlatformError(`${what}: the token was refused (${detail})`, 'auth', status);
+  if ((status === 403 || status === 429) && (headers['x-ratelimit-remaining'] === '0' || headers['retry-after'] !== undefined)) {
+    return new PlatformError(`${what}: rate limited until ${rateLimitReset(headers)} (${detail})`, 'rate-limited', status);
+  }
+  if (status === 403) return new PlatformError(`${what}: forbidden (${detail})`, 'auth', status);
+  // 422: "No commit found for SHA: heads/<branch>", a branch that does not exist.
+  if (status === 404 || status === 422) return new PlatformError(`${what}: not found (${detail})`, 'not-found', status);
+  return new PlatformError(`${what}: ${detail}`, 'unavailable', status);
+}
+
+function rateLimitReset(headers: Record<string, string | undefined>): string {
+  const reset = Number(headers['x-ratelimit-reset']);
+  if (Number.isFinite(reset) && reset > 0) return new Date(reset * 1000).toISOString();
+  const after = Number(headers['retry-after']);
+  return Number.isFinite(after) ? new Date(Date.now() + after * 1000).toISOString() : 'later';
+}

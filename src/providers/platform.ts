@@ -1,0 +1,52 @@
+import type { Provider } from '../generated/prisma/client.js';
+
+/**
+ * What the sync service asks a hosting platform's REST API (GitHub, GitLab),
+ * beside git itself. Plain git hosts have no such API: their CHECK is the ref
+ * listing (sync/remote.ts).
+ */
+export interface GitPlatform {
+  readonly provider: Exclude<Provider, 'GIT'>;
+  /** Who a token belongs to and what it may do: a token is checked with this before it is stored. */
+  tokenOwner(options?: CallOptions): Promise<TokenOwner>;
+  /** A repository as the platform describes it; `name` is "owner/name" (GitLab: the full path). */
+  repositoryInfo(name: string, options?: CallOptions): Promise<RepositoryInfo>;
+  /**
+   * The commit a branch points at. `etag` is what the last answer carried: when the branch has
+   * not moved the platform answers 304 (which costs GitHub's rate limit nothing) and so does this.
+   */
+  branchHead(name: string, branch: string, etag: string | null, options?: CallOptions): Promise<BranchHead>;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface TokenOwner {
+  login: string;
+  /** OAuth scopes the token carries (GitHub `X-OAuth-Scopes`); empty when the platform does not say. */
+  scopes: string[];
+}
+
+export interface RepositoryInfo {
+  defaultBranch: string;
+  private: boolean;
+  /** Size as the platform reports it, in bytes (GitHub reports KiB). */
+  sizeBytes: number;
+}
+
+export type BranchHead = { changed: false } | { changed: true; sha: string; etag: string | null };
+
+export type PlatformFailure = 'auth' | 'not-found' | 'rate-limited' | 'unavailable' | 'invalid-answer';
+
+/** A platform call that failed: what kind of failure, and a message without any secret. */
+export class PlatformError extends Error {
+  constructor(
+    message: string,
+    readonly failure: PlatformFailure,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'PlatformError';
+  }
+}

@@ -1,0 +1,262 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+/**
+ * A fake of GitHub's REST API (the SaaS cannot run here), backed by the real
+ * bare repositories of a test git server (`<root>/<owner>/<repo>.git`). It
+ * implements only the endpoints the service uses, as GitHub documents them:
+ * status codes, JSON error bodies, the rate-limit headers on every answer, a
+ * primary rate limit per token (403 with `x-ratelimit-remaining: 0` once
+ * spent, restored at `x-ratelimit-reset`), ETags and 304 for conditional
+ * requests (which cost no rate limit when authorized), and the
+ * `application/vnd.github.sha` media type of "Get a commit".
+ */
+export interface FakeGithubOptions {
+  /** Folder of bare repositories: `<owner>/<repo>.git`. */
+  gitRoot: string;
+  /** Accepted tokens and whom they belong to. */
+  tokens: Record<string, { login: string; scopes?: string[] }>;
+  /** Repositories only a token may see (anonymous requests get 404, as GitHub answers). */
+  privateRepos?: (fullName: string) => boolean;
+  /** Primary rate limit per hour for a token (5,000 on github.com) and for anonymous requests (60). */
+  tokenLimit?: number;
+  anonymousLimit?: number;
+}
+
+export interface FakeGithubRequest {
+  method: string;
+  path: string;
+  accept: string | undefined;
+  ifNoneMatch: string | undefined;
+  /** Login of the token used; null when anonymous or refused. */
+  login: string | null;
+  status: number;
+}
+
+interface RateWindow {
+  limit: number;
+  used: number;
+  /** Epoch seconds. */
+  reset: number;
+}
+
+export interface FakeGithub {
+  /** The API root, for GITHUB_API_URL. */
+  readonly url: string;
+  readonly requests: readonly FakeGithubRequest[];
+  /** Sets a token's (or, with null, the anonymous) rate-limit window. */
+  setRateLimit(login: string | null, window: Partial<RateWindow>): void;
+  rateLimit(login: string | null): RateWindow;
+  resetRequests(): void;
+  close(): Promise<void>;
+}
+
+const git = promisify(execFile);
+const docs = 'https://docs.github.com/rest';
+
+export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeGithub> {
+  const requests: FakeGithubRequest[] = [];
+  const windows = new Map<string, RateWindow>();
+  const now = () => Math.floor(Date.now() / 1000);
+  const windowOf = (login: string | null): RateWindow => {
+    const key = login ?? '';
+    let window = windows.get(key);
+    if (!window || window.reset <= now()) {
+      window = { limit: login ? (options.tokenLimit ?? 5000) : (options.anonymousLimit ?? 60), used: 0, reset: now() + 3600 };
+      windows.set(key, window);
+    }
+    return window;
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      if (!res.headersSent) json(res, 500, { message: `fake GitHub failed: ${(error as Error).message}` });
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://github.test');
+    const record: FakeGithubRequest = {
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      accept: req.headers.accept,
+      ifNoneMatch: req.headers['if-none-match'],
+      login: null,
+      status: 0,
+    };
+    requests.push(record);
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      record.status = status;
+      if (status === 304) {
+        res.writeHead(304, headers).end();
+      } else if (typeof body === 'string') {
+        res.writeHead(status, { 'content-type': headers['content-type'] ?? 'text/plain; charset=utf-8', ...headers }).end(body);
+      } else {
+        json(res, status, body, headers);
+      }
+    };
+
+    // Authentication: "Authorization: token <t>" or "Bearer <t>" (both documented).
+    const authorization = req.headers.authorization;
+    let login: string | null = null;
+    if (authorization) {
+      const match = /^(?:token|bearer)\s+(\S+)$/i.exec(authorization);
+      const owner = match ? options.tokens[match[1]!] : undefined;
+      if (!owner) return send(401, { message: 'Bad credentials', documentation_url: docs, status: '401' });
+      login = owner.login;
+      record.login = login;
+    }
+    const window = windowOf(login);
+    const rateHeaders = (): Record<string, string> => ({
+      'x-ratelimit-limit': String(window.limit),
+      'x-ratelimit-remaining': String(Math.max(0, window.limit - window.used)),
+      'x-ratelimit-reset': String(window.reset),
+      'x-ratelimit-used': String(window.used),
+      'x-ratelimit-resource': 'core',
+      'x-github-api-version-selected': '2022-11-28',
+    });
+    if (window.used >= window.limit) {
+      return send(
+        403,
+        { message: `API rate limit exceeded for ${login ? `user ID ${loginId(login)}` : '127.0.0.1'}.`, documentation_url: `${docs}/overview/rate-limits-for-the-rest-api`, status: '403' },
+        rateHeaders(),
+      );
+    }
+    // Counted before answering; a 304 to an authorized request is given back below.
+    window.used++;
+    const answer = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      if (status === 304 && login) window.used--;
+      send(status, body, { ...rateHeaders(), ...headers });
+    };
+
+    if (req.method !== 'GET') return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
+    if (url.pathname === '/user') {
+      if (!login) return answer(401, { message: 'Requires authentication', documentation_url: `${docs}/users/users#get-the-authenticated-user`, status: '401' });
+      const scopes = options.tokens[Object.keys(options.tokens).find((token) => options.tokens[token]!.login === login)!]!.scopes ?? [];
+      return answer(200, userJson(login), { 'x-oauth-scopes': scopes.join(', '), 'x-accepted-oauth-scopes': '' });
+    }
+    const repoPath = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(url.pathname);
+    if (!repoPath) return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
+    const owner = decodeURIComponent(repoPath[1]!);
+    const repo = decodeURIComponent(repoPath[2]!);
+    const fullName = `${owner}/${repo}`;
+    const bareDir = path.join(options.gitRoot, owner, `${repo}.git`);
+    const hidden = !login && (options.privateRepos?.(fullName) ?? false);
+    if (hidden || !existsSync(bareDir) || owner.includes('..') || repo.includes('..')) {
+      return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/repos#get-a-repository`, status: '404' });
+    }
+    const rest = repoPath[3] ?? '';
+    if (rest === '') {
+      const defaultBranch = (await git('git', ['-C', bareDir, 'symbolic-ref', '--short', 'HEAD'])).stdout.trim();
+      const sizeKb = Number((await git('du', ['-sk', bareDir])).stdout.split('\t')[0]);
+      return answer(200, repositoryJson(owner, repo, defaultBranch, options.privateRepos?.(fullName) ?? false, sizeKb));
+    }
+    const commit = /^\/commits\/(.+)$/.exec(rest);
+    if (commit) {
+      const ref = decodeURIComponent(commit[1]!);
+      const sha = await resolveCommit(bareDir, ref);
+      if (!sha) return answer(422, { message: `No commit found for SHA: ${ref}`, documentation_url: `${docs}/commits/commits#get-a-commit`, status: '422' });
+      const media = (req.headers.accept ?? '').includes('application/vnd.github.sha') ? 'sha' : 'json';
+      const etag = `"${createHash('sha256').update(`${media} ${sha}`).digest('hex')}"`;
+      if (etagMatches(req.headers['if-none-match'], etag)) return answer(304, null, { etag });
+      if (media === 'sha') return answer(200, sha, { etag, 'content-type': 'application/vnd.github.sha; charset=utf-8' });
+      return answer(200, { sha, node_id: `C_${sha.slice(0, 12)}`, url: `${docs}/repos/${fullName}/commits/${sha}` }, { etag });
+    }
+    return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    setRateLimit(login, window) {
+      Object.assign(windowOf(login), window);
+    },
+    rateLimit: (login) => ({ ...windowOf(login) }),
+    resetRequests() {
+      requests.length = 0;
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(JSON.stringify(body));
+}
+
+/** If-None-Match: a list of ETags (weak or strong), or `*`. */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((candidate) => {
+    const value = candidate.trim().replace(/^W\//, '');
+    return value === '*' || value === etag;
+  });
+}
+
+/** "heads/<branch>", "tags/<tag>", a branch or tag name, or a commit id, as "Get a commit" takes them. */
+async function resolveCommit(bareDir: string, ref: string): Promise<string | null> {
+  if (ref.startsWith('-')) return null;
+  const name = ref.startsWith('heads/') || ref.startsWith('tags/') ? `refs/${ref}` : ref;
+  try {
+    const { stdout } = await git('git', ['-C', bareDir, 'rev-parse', '--verify', '--quiet', `${name}^{commit}`]);
+    return stdout.trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+function loginId(login: string): number {
+  return createHash('sha256').update(login).digest().readUInt32BE(0);
+}
+
+function userJson(login: string) {
+  const id = loginId(login);
+  return {
+    login,
+    id,
+    node_id: `U_${id}`,
+    avatar_url: `https://avatars.githubusercontent.com/u/${id}?v=4`,
+    gravatar_id: '',
+    url: `https://api.github.com/users/${login}`,
+    html_url: `https://github.com/${login}`,
+    type: 'User',
+    site_admin: false,
+    name: null,
+    email: null,
+    created_at: '2020-01-01T00:00:00Z',
+    updated_at: '2020-01-01T00:00:00Z',
+  };
+}
+
+function repositoryJson(owner: string, repo: string, defaultBranch: string, isPrivate: boolean, sizeKb: number) {
+  const id = loginId(`${owner}/${repo}`);
+  return {
+    id,
+    node_id: `R_${id}`,
+    name: repo,
+    full_name: `${owner}/${repo}`,
+    private: isPrivate,
+    owner: { login: owner, id: loginId(owner), node_id: `U_${loginId(owner)}`, type: 'User', site_admin: false },
+    html_url: `https://github.com/${owner}/${repo}`,
+    clone_url: `https://github.com/${owner}/${repo}.git`,
+    description: null,
+    fork: false,
+    visibility: isPrivate ? 'private' : 'public',
+    default_branch: defaultBranch,
+    size: sizeKb,
+    archived: false,
+    disabled: false,
+    created_at: '2020-01-01T00:00:00Z',
+    updated_at: '2020-01-01T00:00:00Z',
+    pushed_at: '2020-01-01T00:00:00Z',
+  };
+}
