@@ -101,7 +101,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     metrics,
     { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId, afterSync: () => evictor.request() },
   );
-  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger);
+  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger, platforms);
   const webhooks = new WebhookService({
     prisma: db.prisma,
     statement: db.statement,

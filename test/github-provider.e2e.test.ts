@@ -6,12 +6,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GithubApi } from '../src/providers/githubApi.js';
 import { PlatformError } from '../src/providers/platform.js';
 import { decodeGlobalId } from '../src/schema/globalId.js';
-import { AddCredentialDocument, AddRepositoryDocument, CreateProjectDocument } from './generated/graphql.js';
+import { AddCredentialDocument, AddRepositoryDocument, CreateProjectDocument, RemoveRepositoryDocument } from './generated/graphql.js';
 import { startTestApp, waitForIdle, waitForRepository, type TestApp } from './support/app.js';
 import type { GraphQLErrorShape, TestClient } from './support/client.js';
 import { createUpstream, type Upstream } from './support/gitFixtures.js';
 import { startFakeGithub, type FakeGithub } from './support/githubApi.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
+import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 
 // GitHub as a provider: the REST API (a fake that follows GitHub's documented
 // formats, backed by the real bare repositories of a git server) answers the
@@ -19,6 +20,9 @@ import { startGitServer, type GitServer } from './support/gitServer.js';
 
 const TOKEN = `ghp_${randomBytes(18).toString('hex')}`;
 const LOGIN = 'sync-bot';
+/** A collaborator's token: reads, but may not manage hooks. */
+const READER_TOKEN = `ghp_${randomBytes(18).toString('hex')}`;
+const PUBLIC_URL = 'https://repolens.example.test';
 
 let server: GitServer;
 let github: FakeGithub;
@@ -38,10 +42,10 @@ beforeAll(async () => {
   server = await startGitServer({ auth: { username: 'x-access-token', password: TOKEN, repos: (name) => name.startsWith('private-') } });
   github = await startFakeGithub({
     gitRoot: server.root,
-    tokens: { [TOKEN]: { login: LOGIN, scopes: ['repo', 'admin:repo_hook'] } },
+    tokens: { [TOKEN]: { login: LOGIN, scopes: ['repo', 'admin:repo_hook'] }, [READER_TOKEN]: { login: 'reader', scopes: ['repo'], hookAdmin: false } },
     privateRepos: (name) => name.startsWith('private-'),
   });
-  testApp = await startTestApp({ env: { GITHUB_API_URL: github.url, REPOLENS_PROVIDER_MAX_WAIT_S: '3' } });
+  testApp = await startTestApp({ env: { GITHUB_API_URL: github.url, REPOLENS_PROVIDER_MAX_WAIT_S: '3', PUBLIC_URL } });
   client = await testApp.client('github');
   projectId = (await client.request(CreateProjectDocument, { name: 'github' })).createProject.project.id;
 });
@@ -229,5 +233,66 @@ describe('scheduled checks through the GitHub API', () => {
     await waitForIdle(testApp.app, repositoryId);
     expect(commitChecks()).toEqual([]);
     expect(server.repoStats('private-octo/polled').lsRefs).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('repositories added with a GitHub credential', () => {
+  async function credential(token: string): Promise<string> {
+    const result = await client.request(AddCredentialDocument, { input: { provider: 'GITHUB', host: new URL(server.url).host, token } });
+    return result.addCredential.credential.id;
+  }
+
+  it('creates the webhook through the API, which then delivers with its secret, and deletes it on removal', async () => {
+    const upstream = await createUpstream(server, 'octo/hooked', { branch: 'master' }); // the published push is to master
+    const added = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, provider: 'GITHUB', credentialId: await credential(TOKEN) } });
+    expect(added.addRepository.webhook).toEqual({ url: `${PUBLIC_URL}/webhooks/github`, secret: null, autoConfigured: true });
+    const repositoryId = dbId(added.addRepository.repository.id);
+    const [hook] = github.hooks('octo/hooked');
+    expect(hook).toMatchObject({ active: true, events: ['push', 'create', 'delete', 'pull_request'], config: { url: `${PUBLIC_URL}/webhooks/github`, content_type: 'json', insecure_ssl: '0' } });
+    expect(github.hooks('octo/hooked')).toHaveLength(1);
+    const stored = await testApp.app.db.prisma.repository.findUniqueOrThrow({ where: { id: repositoryId } });
+    expect(stored.webhookId).toBe(String(hook!.id));
+    await waitForRepository(client, added.addRepository.repository.id, (repository) => repository.status === 'SYNCED');
+    await waitForIdle(testApp.app, repositoryId);
+
+    // GitHub signs with the secret the hook was created with: the registration's own.
+    const pushed = await upstream.commit({ 'hooked.txt': 'delivered\n' });
+    const raw = await loadFixture('github-push-commits-drone.json');
+    const published = (JSON.parse(raw.toString('utf8')) as { after: string }).after;
+    const body = retarget(raw, { url: upstream.url, name: 'octo/hooked' }, { [published]: pushed });
+    const delivered = await deliver(testApp.url, 'github', githubHeaders('push', body, hook!.config.secret!), body);
+    expect(delivered.status).toBe(202);
+    await waitForRepository(client, added.addRepository.repository.id, (repository) => repository.lastCommitSha === pushed && repository.status === 'SYNCED');
+    expect(testApp.logs.join('\n')).not.toContain(hook!.config.secret!);
+
+    await client.request(RemoveRepositoryDocument, { repositoryId: added.addRepository.repository.id });
+    expect(github.hooks('octo/hooked')).toEqual([]);
+    expect(github.requests.filter((request) => request.method === 'DELETE').map((request) => `${request.path} ${request.status}`)).toEqual([`/repos/octo/hooked/hooks/${hook!.id} 204`]);
+  });
+
+  it('a token without admin rights gets the manual set-up: the secret once, no hook', async () => {
+    const upstream = await createUpstream(server, 'octo/not-admin');
+    const added = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, provider: 'GITHUB', credentialId: await credential(READER_TOKEN) } });
+    expect(added.addRepository.webhook).toMatchObject({ url: `${PUBLIC_URL}/webhooks/github`, autoConfigured: false, secret: expect.stringMatching(/.{32,}/) });
+    expect(github.hooks('octo/not-admin')).toEqual([]);
+    expect(github.requests.filter((request) => request.path.endsWith('/hooks')).map((request) => request.status)).toEqual([404]);
+    const stored = await testApp.app.db.prisma.repository.findUniqueOrThrow({ where: { id: dbId(added.addRepository.repository.id) } });
+    expect(stored.webhookId).toBeNull();
+  });
+
+  it('takes the default branch from the API, and refuses a repository the credential cannot see', async () => {
+    const upstream = await createUpstream(server, 'octo/described', { branch: 'develop' });
+    await upstream.createBranch('main');
+    const added = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, provider: 'GITHUB', credentialId: await credential(TOKEN) } });
+    expect(added.addRepository.repository).toMatchObject({ branch: 'develop', defaultBranch: 'develop' });
+    expect(github.requests.map((request) => `${request.method} ${request.path}`)).toContain('GET /repos/octo/described');
+
+    const before = await testApp.app.db.prisma.repository.count();
+    const missing = await client.raw(AddRepositoryDocument, {
+      input: { projectId, url: `${server.url}/octo/elsewhere.git`, provider: 'GITHUB', credentialId: await credential(TOKEN) },
+    });
+    expect((missing.errors?.[0] as GraphQLErrorShape | undefined)?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(missing.errors?.[0]?.message).toMatch(/octo\/elsewhere is not a repository the credential can read/);
+    expect(await testApp.app.db.prisma.repository.count()).toBe(before);
   });
 });

@@ -88,6 +88,36 @@ export class GithubApi implements GitPlatform {
     return { changed: true, sha, etag: typeof returned === 'string' ? returned : null };
   }
 
+  async createWebhook(name: string, hook: { url: string; secret: string }, options: CallOptions = {}): Promise<string> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`creating a webhook on ${name}`, options, (request) =>
+      this.octokit.request('POST /repos/{owner}/{repo}/hooks', {
+        owner,
+        repo,
+        name: 'web',
+        active: true,
+        // What SPEC §4 maps: pushes, branch/tag create and delete, pull requests.
+        events: ['push', 'create', 'delete', 'pull_request'],
+        config: { url: hook.url, content_type: 'json', secret: hook.secret, insecure_ssl: '0' },
+        request,
+      }),
+    );
+    if (typeof data.id !== 'number') throw new PlatformError(`GitHub created a webhook on ${name} without an id`, 'invalid-answer');
+    return String(data.id);
+  }
+
+  async deleteWebhook(name: string, hookId: string, options: CallOptions = {}): Promise<void> {
+    const { owner, repo } = ownerAndRepo(name);
+    try {
+      await this.call(`deleting webhook ${hookId} of ${name}`, options, (request) =>
+        this.octokit.request('DELETE /repos/{owner}/{repo}/hooks/{hook_id}', { owner, repo, hook_id: Number(hookId), request }),
+      );
+    } catch (error) {
+      if (error instanceof PlatformError && error.status === 404) return;
+      throw error;
+    }
+  }
+
   /** One call with the timeout applied, its failure turned into a PlatformError without secrets. */
   private async call<T>(what: string, options: CallOptions, send: (request: { signal: AbortSignal }) => Promise<T>): Promise<T> {
     const timeout = AbortSignal.timeout(this.options.timeoutMs);

@@ -16,7 +16,14 @@ export interface GitPlatform {
    * not moved the platform answers 304 (which costs GitHub's rate limit nothing) and so does this.
    */
   branchHead(name: string, branch: string, etag: string | null, options?: CallOptions): Promise<BranchHead>;
+  /** Creates the repository's webhook (JSON deliveries of the events the service maps, signed with `secret`); returns its id. */
+  createWebhook(name: string, hook: { url: string; secret: string }, options?: CallOptions): Promise<string>;
+  /** Deletes a webhook this service created; one already gone is no error. */
+  deleteWebhook(name: string, hookId: string, options?: CallOptions): Promise<void>;
 }
+
+/** Scopes that let a classic GitHub token manage a repository's hooks (fine-grained tokens list none: they are tried). */
+export const githubHookScopes = ['repo', 'admin:repo_hook', 'write:repo_hook'];
 
 export interface CallOptions {
   signal?: AbortSignal;

@@ -4,6 +4,8 @@ import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Indexer } from '../indexing/indexer.js';
+import { githubHookScopes, PlatformError, type GitPlatform, type RepositoryInfo } from '../providers/platform.js';
+import type { Platforms } from '../providers/platforms.js';
 import type { Archiver } from './archiver.js';
 import { archiveKeys } from '../storage/archiveStore.js';
 import type { Prisma } from '../storage/database.js';
@@ -54,6 +56,7 @@ export class RepositoryService {
     private readonly secretBox: SecretBox,
     private readonly config: Config,
     private readonly logger: Logger,
+    private readonly platforms: Platforms,
   ) {}
 
   /** Told whenever a webhook registration is added, removed or gets a new secret (webhooks.ts caches them briefly). */
@@ -76,6 +79,9 @@ export class RepositoryService {
     }
     const provider = request.provider ?? parsed.provider;
     const auth = credential ? credentialAuth(provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret)) : undefined;
+    // With a credential for a host whose API we know, the platform describes the repository (and may get its hook).
+    const platform = auth ? this.platforms.forHost(provider, parsed.host, auth.password) : null;
+    const info = platform ? await describe(platform, parsed.name) : null;
 
     const remote = await readRemote(parsed.url, {
       timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000),
@@ -86,7 +92,7 @@ export class RepositoryService {
       }
       throw new ProviderError(`could not reach ${parsed.host}: ${(error as Error).message}`);
     });
-    const branch = branchInput ?? remote.defaultBranch ?? [...remote.branches.keys()][0];
+    const branch = branchInput ?? info?.defaultBranch ?? remote.defaultBranch ?? [...remote.branches.keys()][0];
     if (!branch) throw new BadUserInputError(`${parsed.url} has no branches yet`);
     if (!remote.branches.has(branch)) throw new BadUserInputError(`branch "${branch}" does not exist in ${parsed.url}`);
 
@@ -103,8 +109,8 @@ export class RepositoryService {
           url: parsed.url,
           host: parsed.host,
           branch,
-          followsDefaultBranch: branchInput === null || branch === remote.defaultBranch,
-          defaultBranch: remote.defaultBranch,
+          followsDefaultBranch: branchInput === null || branch === (info?.defaultBranch ?? remote.defaultBranch),
+          defaultBranch: info?.defaultBranch ?? remote.defaultBranch,
           syncStrategy: request.syncStrategy ?? 'AUTO',
           archivePolicy: request.archivePolicy ?? 'EACH_SYNC',
           credentialId: credential?.id ?? null,
@@ -119,10 +125,42 @@ export class RepositoryService {
       throw error;
     }
     await recordRefs(this.prisma, repository, remote);
+    const webhookId = platform && credential && mayManageHooks(credential.scopes) ? await this.createWebhook(platform, repository, webhookSecret) : null;
+    if (webhookId) repository = await this.prisma.repository.update({ where: { id: repository.id }, data: { webhookId } });
     this.onRegistrationsChanged();
     await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' }, repository);
-    this.logger.info({ repositoryId: repository.id, url: parsed.url, branch }, 'repository added');
-    return { repository, webhook: this.webhookSetup(provider, webhookSecret) };
+    this.logger.info({ repositoryId: repository.id, url: parsed.url, branch, webhookId }, 'repository added');
+    const webhook = this.webhookSetup(provider, webhookSecret);
+    return { repository, webhook: webhookId ? { ...webhook, secret: null, autoConfigured: true } : webhook };
+  }
+
+  /**
+   * The repository's hook, created through the platform's API with the registration's secret.
+   * Only with an explicit PUBLIC_URL (a hook on a public host pointing at this laptop's
+   * 127.0.0.1 would only fail); a refusal (no admin rights) leaves the manual set-up.
+   */
+  private async createWebhook(platform: GitPlatform, repository: Repository, secret: string): Promise<string | null> {
+    if (!this.config.publicUrlConfigured) return null;
+    try {
+      return await platform.createWebhook(repository.name, { url: this.webhookSetup(repository.provider, secret).url, secret });
+    } catch (error) {
+      if (!(error instanceof PlatformError)) throw error;
+      this.logger.info({ repositoryId: repository.id, err: error.message }, 'webhook not created through the API; set it up by hand');
+      return null;
+    }
+  }
+
+  /** Deletes the hook the service created for a repository (with the repository's credential); failures are logged. */
+  private async deleteWebhook(repository: Repository): Promise<void> {
+    if (!repository.webhookId || !repository.credentialId) return;
+    const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
+    const platform = credential && credential.host === repository.host ? this.platforms.forHost(repository.provider, repository.host, this.secretBox.decrypt(credential.encryptedSecret)) : null;
+    try {
+      if (!platform) throw new Error('its credential is gone');
+      await platform.deleteWebhook(repository.name, repository.webhookId);
+    } catch (error) {
+      this.logger.error({ repositoryId: repository.id, webhookId: repository.webhookId, err: (error as Error).message }, 'webhook of a removed repository could not be deleted');
+    }
   }
 
   /** A new webhook secret for a registration; the old one stops verifying at once. Shown once. */
@@ -160,10 +198,11 @@ export class RepositoryService {
 
   /** Stops the repository's runs, deletes its rows, its working copy and its archived objects. */
   async remove(tenantId: string, repositoryId: string): Promise<void> {
-    await this.find(tenantId, repositoryId);
+    const repository = await this.find(tenantId, repositoryId);
     await this.engine.cancelRepository(repositoryId);
     await this.prisma.repository.deleteMany({ where: { id: repositoryId, tenantId } });
     this.onRegistrationsChanged();
+    await this.deleteWebhook(repository);
     await this.copies.exclusive(repositoryId, () => this.copies.remove(repositoryId));
     const objects = await this.archiver.removeRepository(repositoryId).catch((error: unknown) => {
       // The rows are gone; what the store kept is named so an operator can delete it.
@@ -205,6 +244,24 @@ export class RepositoryService {
     // Gitea, Forgejo and other plain git hosts send GitHub-compatible hooks.
     const route = provider === 'GITLAB' ? 'gitlab' : 'github';
     return { url: `${this.config.publicUrl}/webhooks/${route}`, secret, autoConfigured: false };
+  }
+}
+
+/** A classic token says what it may do; a token that lists no scopes (fine-grained, GitLab) is tried. */
+function mayManageHooks(scopes: readonly string[]): boolean {
+  return scopes.length === 0 || scopes.some((scope) => githubHookScopes.includes(scope));
+}
+
+/** The platform's description of a repository being added: one it cannot see is the user's mistake. */
+async function describe(platform: GitPlatform, name: string): Promise<RepositoryInfo> {
+  try {
+    return await platform.repositoryInfo(name);
+  } catch (error) {
+    if (error instanceof PlatformError && (error.failure === 'not-found' || error.failure === 'auth')) {
+      throw new BadUserInputError(`${name} is not a repository the credential can read (${error.message})`);
+    }
+    if (error instanceof PlatformError) throw new ProviderError(error.message);
+    throw error;
   }
 }
 

@@ -20,7 +20,7 @@ export interface FakeGithubOptions {
   /** Folder of bare repositories: `<owner>/<repo>.git`. */
   gitRoot: string;
   /** Accepted tokens and whom they belong to. */
-  tokens: Record<string, { login: string; scopes?: string[] }>;
+  tokens: Record<string, { login: string; scopes?: string[]; /** may manage hooks (admin rights); default true */ hookAdmin?: boolean }>;
   /** Repositories only a token may see (anonymous requests get 404, as GitHub answers). */
   privateRepos?: (fullName: string) => boolean;
   /** Primary rate limit per hour for a token (5,000 on github.com) and for anonymous requests (60). */
@@ -45,6 +45,16 @@ interface RateWindow {
   reset: number;
 }
 
+/** A repository webhook as the fake stores it (the secret too: GitHub signs deliveries with it). */
+export interface FakeHook {
+  id: number;
+  name: string;
+  active: boolean;
+  events: string[];
+  config: { url: string; content_type: string; secret?: string; insecure_ssl: string };
+  createdBy: string;
+}
+
 export interface FakeGithub {
   /** The API root, for GITHUB_API_URL. */
   readonly url: string;
@@ -52,6 +62,8 @@ export interface FakeGithub {
   /** Sets a token's (or, with null, the anonymous) rate-limit window. */
   setRateLimit(login: string | null, window: Partial<RateWindow>): void;
   rateLimit(login: string | null): RateWindow;
+  /** Hooks of a repository ("owner/name"). */
+  hooks(fullName: string): FakeHook[];
   resetRequests(): void;
   close(): Promise<void>;
 }
@@ -61,6 +73,8 @@ const docs = 'https://docs.github.com/rest';
 
 export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeGithub> {
   const requests: FakeGithubRequest[] = [];
+  const hooks = new Map<string, FakeHook[]>();
+  let nextHookId = 400_000_000;
   const windows = new Map<string, RateWindow>();
   const now = () => Math.floor(Date.now() / 1000);
   const windowOf = (login: string | null): RateWindow => {
@@ -134,8 +148,7 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       send(status, body, { ...rateHeaders(), ...headers });
     };
 
-    if (req.method !== 'GET') return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
-    if (url.pathname === '/user') {
+    if (url.pathname === '/user' && req.method === 'GET') {
       if (!login) return answer(401, { message: 'Requires authentication', documentation_url: `${docs}/users/users#get-the-authenticated-user`, status: '401' });
       const scopes = options.tokens[Object.keys(options.tokens).find((token) => options.tokens[token]!.login === login)!]!.scopes ?? [];
       return answer(200, userJson(login), { 'x-oauth-scopes': scopes.join(', '), 'x-accepted-oauth-scopes': '' });
@@ -151,6 +164,47 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/repos#get-a-repository`, status: '404' });
     }
     const rest = repoPath[3] ?? '';
+    const hookPath = /^\/hooks(?:\/(\d+))?$/.exec(rest);
+    if (hookPath) {
+      // Hooks need admin rights; GitHub answers 404 (not 403) to a token without them.
+      const owner = login ? Object.values(options.tokens).find((entry) => entry.login === login) : undefined;
+      if (!owner || owner.hookAdmin === false) return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/webhooks`, status: '404' });
+      const list = hooks.get(fullName) ?? [];
+      hooks.set(fullName, list);
+      if (!hookPath[1] && req.method === 'GET') return answer(200, list.map((hook) => hookJson(fullName, hook)));
+      if (!hookPath[1] && req.method === 'POST') {
+        const body = await readJson(req);
+        const config = (body?.config ?? {}) as Record<string, unknown>;
+        const invalid = (message: string) =>
+          answer(422, { message: 'Validation Failed', errors: [{ resource: 'Hook', code: 'custom', message }], documentation_url: `${docs}/repos/webhooks#create-a-repository-webhook`, status: '422' });
+        if (!body || typeof config.url !== 'string' || !/^https?:\/\//.test(config.url)) return invalid('Config must contain url for webhook hook');
+        if (body.name !== undefined && body.name !== 'web') return invalid('Name must be "web"');
+        if (list.some((hook) => hook.config.url === config.url)) return invalid('Hook already exists on this repository');
+        const hook: FakeHook = {
+          id: nextHookId++,
+          name: 'web',
+          active: body.active !== false,
+          events: Array.isArray(body.events) ? body.events.map(String) : ['push'],
+          config: {
+            url: config.url,
+            content_type: typeof config.content_type === 'string' ? config.content_type : 'form',
+            ...(typeof config.secret === 'string' ? { secret: config.secret } : {}),
+            insecure_ssl: String(config.insecure_ssl ?? '0'),
+          },
+          createdBy: login!,
+        };
+        list.push(hook);
+        return answer(201, hookJson(fullName, hook), { location: `${docs}/repos/${fullName}/hooks/${hook.id}` });
+      }
+      const index = list.findIndex((hook) => String(hook.id) === hookPath[1]);
+      if (hookPath[1] && index >= 0 && req.method === 'GET') return answer(200, hookJson(fullName, list[index]!));
+      if (hookPath[1] && index >= 0 && req.method === 'DELETE') {
+        list.splice(index, 1);
+        return answer(204, '');
+      }
+      return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/webhooks`, status: '404' });
+    }
+    if (req.method !== 'GET') return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
     if (rest === '') {
       const defaultBranch = (await git('git', ['-C', bareDir, 'symbolic-ref', '--short', 'HEAD'])).stdout.trim();
       const sizeKb = Number((await git('du', ['-sk', bareDir])).stdout.split('\t')[0]);
@@ -179,6 +233,7 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       Object.assign(windowOf(login), window);
     },
     rateLimit: (login) => ({ ...windowOf(login) }),
+    hooks: (fullName) => (hooks.get(fullName) ?? []).map((hook) => ({ ...hook, config: { ...hook.config } })),
     resetRequests() {
       requests.length = 0;
     },
@@ -186,6 +241,38 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  try {
+    const value = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A hook as GitHub returns it: the secret is never shown, only that there is one. */
+function hookJson(fullName: string, hook: FakeHook) {
+  const base = `https://api.github.com/repos/${fullName}/hooks/${hook.id}`;
+  const { secret, ...config } = hook.config;
+  return {
+    type: 'Repository',
+    id: hook.id,
+    name: hook.name,
+    active: hook.active,
+    events: hook.events,
+    config: { ...config, ...(secret ? { secret: '********' } : {}) },
+    updated_at: '2020-01-01T00:00:00Z',
+    created_at: '2020-01-01T00:00:00Z',
+    url: base,
+    test_url: `${base}/test`,
+    ping_url: `${base}/pings`,
+    deliveries_url: `${base}/deliveries`,
+    last_response: { code: null, status: 'unused', message: null },
   };
 }
 
