@@ -118,13 +118,15 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
     // Authentication: "Authorization: token <t>" or "Bearer <t>" (both documented).
     const authorization = req.headers.authorization;
     let login: string | null = null;
+    let refused = false;
     if (authorization) {
       const match = /^(?:token|bearer)\s+(\S+)$/i.exec(authorization);
       const owner = match ? options.tokens[match[1]!] : undefined;
-      if (!owner) return send(401, { message: 'Bad credentials', documentation_url: docs, status: '401' });
-      login = owner.login;
+      refused = !owner;
+      login = owner?.login ?? null;
       record.login = login;
     }
+    // A refused token counts against the anonymous window, as GitHub counts failed logins.
     const window = windowOf(login);
     const rateHeaders = (): Record<string, string> => ({
       'x-ratelimit-limit': String(window.limit),
@@ -147,6 +149,7 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       if (status === 304 && login) window.used--;
       send(status, body, { ...rateHeaders(), ...headers });
     };
+    if (refused) return answer(401, { message: 'Bad credentials', documentation_url: docs, status: '401' });
 
     if (url.pathname === '/user' && req.method === 'GET') {
       if (!login) return answer(401, { message: 'Requires authentication', documentation_url: `${docs}/users/users#get-the-authenticated-user`, status: '401' });
@@ -219,7 +222,8 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       const etag = `"${createHash('sha256').update(`${media} ${sha}`).digest('hex')}"`;
       if (etagMatches(req.headers['if-none-match'], etag)) return answer(304, null, { etag });
       if (media === 'sha') return answer(200, sha, { etag, 'content-type': 'application/vnd.github.sha; charset=utf-8' });
-      return answer(200, { sha, node_id: `C_${sha.slice(0, 12)}`, url: `${docs}/repos/${fullName}/commits/${sha}` }, { etag });
+      // The full commit (the JSON media type) is not something the service asks for.
+      return answer(415, { message: 'the fake serves "Get a commit" only as application/vnd.github.sha', documentation_url: `${docs}/commits/commits#get-a-commit`, status: '415' });
     }
     return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
   }
@@ -305,45 +309,117 @@ function loginId(login: string): number {
   return createHash('sha256').update(login).digest().readUInt32BE(0);
 }
 
-function userJson(login: string) {
+const api = 'https://api.github.com';
+
+/** A simple-user as GitHub shows an account (every property its schema requires). */
+function simpleUser(login: string) {
   const id = loginId(login);
+  const url = `${api}/users/${login}`;
   return {
     login,
     id,
     node_id: `U_${id}`,
     avatar_url: `https://avatars.githubusercontent.com/u/${id}?v=4`,
     gravatar_id: '',
-    url: `https://api.github.com/users/${login}`,
+    url,
     html_url: `https://github.com/${login}`,
+    followers_url: `${url}/followers`,
+    following_url: `${url}/following{/other_user}`,
+    gists_url: `${url}/gists{/gist_id}`,
+    starred_url: `${url}/starred{/owner}{/repo}`,
+    subscriptions_url: `${url}/subscriptions`,
+    organizations_url: `${url}/orgs`,
+    repos_url: `${url}/repos`,
+    events_url: `${url}/events{/privacy}`,
+    received_events_url: `${url}/received_events`,
     type: 'User',
     site_admin: false,
-    name: null,
-    email: null,
-    created_at: '2020-01-01T00:00:00Z',
-    updated_at: '2020-01-01T00:00:00Z',
   };
 }
 
+/** GET /user: the private-user view of the token's owner. */
+function userJson(login: string) {
+  return {
+    ...simpleUser(login),
+    user_view_type: 'private',
+    name: null,
+    company: null,
+    blog: '',
+    location: null,
+    email: null,
+    hireable: null,
+    bio: null,
+    public_repos: 0,
+    public_gists: 0,
+    followers: 0,
+    following: 0,
+    created_at: '2020-01-01T00:00:00Z',
+    updated_at: '2020-01-01T00:00:00Z',
+    private_gists: 0,
+    total_private_repos: 0,
+    owned_private_repos: 0,
+    disk_usage: 0,
+    collaborators: 0,
+    two_factor_authentication: true,
+  };
+}
+
+/** GET /repos/{owner}/{repo}: a full-repository (every property its schema requires). */
 function repositoryJson(owner: string, repo: string, defaultBranch: string, isPrivate: boolean, sizeKb: number) {
   const id = loginId(`${owner}/${repo}`);
+  const full = `${owner}/${repo}`;
+  const url = `${api}/repos/${full}`;
+  const templates: Record<string, string> = {
+    archive_url: '/{archive_format}{/ref}', assignees_url: '/assignees{/user}', blobs_url: '/git/blobs{/sha}', branches_url: '/branches{/branch}',
+    collaborators_url: '/collaborators{/collaborator}', comments_url: '/comments{/number}', commits_url: '/commits{/sha}', compare_url: '/compare/{base}...{head}',
+    contents_url: '/contents/{+path}', contributors_url: '/contributors', deployments_url: '/deployments', downloads_url: '/downloads', events_url: '/events',
+    forks_url: '/forks', git_commits_url: '/git/commits{/sha}', git_refs_url: '/git/refs{/sha}', git_tags_url: '/git/tags{/sha}', hooks_url: '/hooks',
+    issue_comment_url: '/issues/comments{/number}', issue_events_url: '/issues/events{/number}', issues_url: '/issues{/number}', keys_url: '/keys{/key_id}',
+    labels_url: '/labels{/name}', languages_url: '/languages', merges_url: '/merges', milestones_url: '/milestones{/number}',
+    notifications_url: '/notifications{?since,all,participating}', pulls_url: '/pulls{/number}', releases_url: '/releases{/id}', stargazers_url: '/stargazers',
+    statuses_url: '/statuses/{sha}', subscribers_url: '/subscribers', subscription_url: '/subscription', tags_url: '/tags', teams_url: '/teams', trees_url: '/git/trees{/sha}',
+  };
   return {
     id,
     node_id: `R_${id}`,
     name: repo,
-    full_name: `${owner}/${repo}`,
+    full_name: full,
+    owner: simpleUser(owner),
     private: isPrivate,
-    owner: { login: owner, id: loginId(owner), node_id: `U_${loginId(owner)}`, type: 'User', site_admin: false },
-    html_url: `https://github.com/${owner}/${repo}`,
-    clone_url: `https://github.com/${owner}/${repo}.git`,
+    visibility: isPrivate ? 'private' : 'public',
+    html_url: `https://github.com/${full}`,
     description: null,
     fork: false,
-    visibility: isPrivate ? 'private' : 'public',
+    url,
+    ...Object.fromEntries(Object.entries(templates).map(([name, suffix]) => [name, `${url}${suffix}`])),
+    clone_url: `https://github.com/${full}.git`,
+    git_url: `git://github.com/${full}.git`,
+    ssh_url: `git@github.com:${full}.git`,
+    svn_url: `https://github.com/${full}`,
+    mirror_url: null,
+    homepage: null,
+    language: null,
     default_branch: defaultBranch,
     size: sizeKb,
+    forks: 0,
+    forks_count: 0,
+    stargazers_count: 0,
+    watchers: 0,
+    watchers_count: 0,
+    open_issues: 0,
+    open_issues_count: 0,
+    network_count: 0,
+    subscribers_count: 0,
+    has_issues: true,
+    has_projects: true,
+    has_wiki: true,
+    has_pages: false,
+    has_discussions: false,
     archived: false,
     disabled: false,
+    license: null,
+    pushed_at: '2020-01-01T00:00:00Z',
     created_at: '2020-01-01T00:00:00Z',
     updated_at: '2020-01-01T00:00:00Z',
-    pushed_at: '2020-01-01T00:00:00Z',
   };
 }
