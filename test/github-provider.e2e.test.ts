@@ -126,6 +126,21 @@ describe('GitHub REST client (Octokit) against the documented API', () => {
   });
 });
 
+it('gives up on an answer that does not come within the time limit, and says so', async () => {
+  await createUpstream(server, 'octo/slow');
+  github.setDelay(3000);
+  try {
+    const started = Date.now();
+    const slow = new GithubApi({ baseUrl: github.url, token: TOKEN, timeoutMs: 300, maxRateLimitWaitS: 30, logger: silent });
+    const error = await slow.branchHead('octo/slow', 'main', null).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ failure: 'unavailable' });
+    expect((error as Error).message).toMatch(/timed out/);
+    expect(Date.now() - started).toBeLessThan(2500);
+  } finally {
+    github.setDelay(0);
+  }
+});
+
 describe('GitHub credentials', () => {
   it('checks a token with the API before storing it: login and scopes from GitHub', async () => {
     const host = new URL(server.url).host;

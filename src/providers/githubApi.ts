@@ -10,7 +10,7 @@ export interface GithubApiOptions {
   baseUrl: string;
   /** Access token; without one, requests are anonymous (60 an hour on github.com). */
   token?: string;
-  /** Each call's limit, retries included. */
+  /** Each attempt's limit (a rate-limit wait between attempts is bounded by maxRateLimitWaitS instead). */
   timeoutMs: number;
   /** A rate limit that resets within this many seconds is waited for; a longer one fails the call. */
   maxRateLimitWaitS: number;
@@ -44,6 +44,8 @@ export class GithubApi implements GitPlatform {
       // Octokit's own messages (deprecations, retries) go to our log, below warnings.
       log: { debug: () => undefined, info: () => undefined, warn: (message: string) => logger.debug({ message }, 'octokit'), error: (message: string) => logger.debug({ message }, 'octokit') },
       throttle: { onRateLimit: onLimit('primary'), onSecondaryRateLimit: onLimit('secondary') },
+      // Each attempt has its own time limit; a rate-limit wait between attempts does not count against it.
+      request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: withTimeout(init.signal, options.timeoutMs) }) },
     });
   }
 
@@ -119,15 +121,27 @@ export class GithubApi implements GitPlatform {
   }
 
   /** One call with the timeout applied, its failure turned into a PlatformError without secrets. */
-  private async call<T>(what: string, options: CallOptions, send: (request: { signal: AbortSignal }) => Promise<T>): Promise<T> {
-    const timeout = AbortSignal.timeout(this.options.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  private async call<T>(what: string, options: CallOptions, send: (request: { signal?: AbortSignal }) => Promise<T>): Promise<T> {
     try {
-      return await send({ signal });
+      return await send(options.signal ? { signal: options.signal } : {});
     } catch (error) {
-      throw platformError(`GitHub API, ${what}`, error, timeout.aborted);
+      throw platformError(`GitHub API, ${what}`, error);
     }
   }
+}
+
+/** `signal` (the caller's, if any) joined with a time limit of its own. */
+export function withTimeout(signal: AbortSignal | null | undefined, timeoutMs: number): AbortSignal {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/** An attempt that ran out of time (fetch rejects with the timeout signal's TimeoutError, possibly wrapped). */
+export function isTimeout(error: unknown): boolean {
+  for (let cause = error as { name?: string; cause?: unknown } | undefined, depth = 0; cause && depth < 5; cause = cause.cause as typeof cause, depth++) {
+    if (cause.name === 'TimeoutError') return true;
+  }
+  return false;
 }
 
 function ownerAndRepo(name: string): { owner: string; repo: string } {
@@ -137,8 +151,8 @@ function ownerAndRepo(name: string): { owner: string; repo: string } {
 }
 
 /** Octokit's RequestError (status, response headers) as a PlatformError; messages carry no token. */
-function platformError(what: string, error: unknown, timedOut: boolean): PlatformError {
-  if (timedOut) return new PlatformError(`${what}: timed out`, 'unavailable');
+function platformError(what: string, error: unknown): PlatformError {
+  if (isTimeout(error)) return new PlatformError(`${what}: timed out`, 'unavailable');
   const status = typeof (error as { status?: unknown }).status === 'number' ? (error as { status: number }).status : undefined;
   const headers = ((error as { response?: { headers?: Record<string, string | undefined> } }).response?.headers ?? {}) as Record<string, string | undefined>;
   const apiMessage = (error as { response?: { data?: { message?: unknown } } }).response?.data?.message;

@@ -22,8 +22,17 @@ export interface GitPlatform {
   deleteWebhook(name: string, hookId: string, options?: CallOptions): Promise<void>;
 }
 
-/** Scopes that let a classic GitHub token manage a repository's hooks (fine-grained tokens list none: they are tried). */
-export const githubHookScopes = ['repo', 'admin:repo_hook', 'write:repo_hook'];
+/**
+ * Whether a token's scopes let it manage a repository's hooks: GitHub classic
+ * tokens with `repo`, `admin:repo_hook` or `write:repo_hook`, GitLab tokens
+ * with `api`. A token that lists no scopes (GitHub fine-grained, GitLab OAuth)
+ * is tried; the platform's refusal then leaves the manual set-up.
+ */
+export function mayManageHooks(provider: Provider, scopes: readonly string[]): boolean {
+  if (scopes.length === 0) return true;
+  const enough = provider === 'GITLAB' ? ['api'] : ['repo', 'admin:repo_hook', 'write:repo_hook'];
+  return scopes.some((scope) => enough.includes(scope));
+}
 
 export interface CallOptions {
   signal?: AbortSignal;

@@ -4,7 +4,7 @@ import { BadUserInputError, ConflictError, NotFoundError, ProviderError } from '
 import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Indexer } from '../indexing/indexer.js';
-import { githubHookScopes, PlatformError, type GitPlatform, type RepositoryInfo } from '../providers/platform.js';
+import { mayManageHooks, PlatformError, type GitPlatform, type RepositoryInfo } from '../providers/platform.js';
 import type { Platforms } from '../providers/platforms.js';
 import type { Archiver } from './archiver.js';
 import { archiveKeys } from '../storage/archiveStore.js';
@@ -125,7 +125,7 @@ export class RepositoryService {
       throw error;
     }
     await recordRefs(this.prisma, repository, remote);
-    const webhookId = platform && credential && mayManageHooks(credential.scopes) ? await this.createWebhook(platform, repository, webhookSecret) : null;
+    const webhookId = platform && credential && mayManageHooks(provider, credential.scopes) ? await this.createWebhook(platform, repository, webhookSecret) : null;
     if (webhookId) repository = await this.prisma.repository.update({ where: { id: repository.id }, data: { webhookId } });
     this.onRegistrationsChanged();
     await this.engine.trigger({ repositoryId: repository.id, tenantId: request.tenantId, trigger: 'INITIAL' }, repository);
@@ -245,11 +245,6 @@ export class RepositoryService {
     const route = provider === 'GITLAB' ? 'gitlab' : 'github';
     return { url: `${this.config.publicUrl}/webhooks/${route}`, secret, autoConfigured: false };
   }
-}
-
-/** A classic token says what it may do; a token that lists no scopes (fine-grained, GitLab) is tried. */
-function mayManageHooks(scopes: readonly string[]): boolean {
-  return scopes.length === 0 || scopes.some((scope) => githubHookScopes.includes(scope));
 }
 
 /** The platform's description of a repository being added: one it cannot see is the user's mistake. */

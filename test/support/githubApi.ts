@@ -65,6 +65,8 @@ export interface FakeGithub {
   /** Hooks of a repository ("owner/name"). */
   hooks(fullName: string): FakeHook[];
   resetRequests(): void;
+  /** Every answer waits this long first (a slow API). */
+  setDelay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -75,6 +77,7 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
   const requests: FakeGithubRequest[] = [];
   const hooks = new Map<string, FakeHook[]>();
   let nextHookId = 400_000_000;
+  let delayMs = 0;
   const windows = new Map<string, RateWindow>();
   const now = () => Math.floor(Date.now() / 1000);
   const windowOf = (login: string | null): RateWindow => {
@@ -104,6 +107,7 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       status: 0,
     };
     requests.push(record);
+    if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       record.status = status;
       if (status === 304) {
@@ -240,6 +244,9 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
     hooks: (fullName) => (hooks.get(fullName) ?? []).map((hook) => ({ ...hook, config: { ...hook.config } })),
     resetRequests() {
       requests.length = 0;
+    },
+    setDelay(ms) {
+      delayMs = ms;
     },
     async close() {
       server.closeAllConnections();
