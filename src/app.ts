@@ -25,6 +25,7 @@ import { LocalArchiveStore, S3ArchiveStore, type ArchiveStore } from './storage/
 import { WebhookService } from './sync/webhooks.js';
 import { CodeGraph } from './indexing/codeGraph.js';
 import { Indexer } from './indexing/indexer.js';
+import { OAuthService } from './providers/oauth.js';
 import { Platforms } from './providers/platforms.js';
 
 export interface App {
@@ -81,6 +82,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const lease = await db.leaseInstance(instanceId);
 
   const platforms = new Platforms(config, logger);
+  const oauth = new OAuthService(db.prisma, secretBox, config, platforms, logger);
   let repositories!: RepositoryService;
   const engine = new SyncEngine(
     {
@@ -101,7 +103,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     metrics,
     { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId, afterSync: () => evictor.request() },
   );
-  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger, platforms);
+  repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger, platforms, oauth);
   const webhooks = new WebhookService({
     prisma: db.prisma,
     statement: db.statement,
@@ -115,7 +117,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
   const files = new RepositoryFiles(db.prisma, git, copies, store);
-  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms };
+  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms, oauth };
 
   await recover(db, runQueue, lease, logger);
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);

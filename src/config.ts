@@ -55,8 +55,20 @@ const schema = z
     GITHUB_API_URL: z.url().default('https://api.github.com'),
     GITLAB_URL: z.url().default('https://gitlab.com'),
     REPOLENS_PROVIDER_TIMEOUT_MS: positiveInt(30_000),
+    GITHUB_CLIENT_ID: z.string().min(1).optional(),
+    GITHUB_CLIENT_SECRET: z.string().min(1).optional(),
+    GITLAB_CLIENT_ID: z.string().min(1).optional(),
+    GITLAB_CLIENT_SECRET: z.string().min(1).optional(),
     REPOLENS_PROVIDER_MAX_WAIT_S: z.coerce.number().int().min(0).default(15 * 60),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .superRefine((env, context) => {
+    // An OAuth app is its id and its secret: one without the other is a mistake, not "OAuth off".
+    for (const [id, secret] of [['GITHUB_CLIENT_ID', 'GITHUB_CLIENT_SECRET'], ['GITLAB_CLIENT_ID', 'GITLAB_CLIENT_SECRET']] as const) {
+      if (Boolean(env[id]) !== Boolean(env[secret])) {
+        context.addIssue({ code: 'custom', path: [env[id] ? secret : id], message: `must be set together with ${env[id] ? id : secret}` });
+      }
+    }
   })
   .transform((env) => {
     const dataDir = path.resolve(env.DATA_DIR);
@@ -82,6 +94,11 @@ const schema = z
       /** Provider REST APIs (GitHub, GitLab): each call's limit, and the longest rate-limit wait before a call fails. */
       providerTimeoutMs: env.REPOLENS_PROVIDER_TIMEOUT_MS,
       providerMaxWaitS: env.REPOLENS_PROVIDER_MAX_WAIT_S,
+      /** OAuth apps (startOAuth): both the id and the secret, or OAuth with that provider is off. */
+      oauth: {
+        GITHUB: env.GITHUB_CLIENT_ID && env.GITHUB_CLIENT_SECRET ? { clientId: env.GITHUB_CLIENT_ID, clientSecret: env.GITHUB_CLIENT_SECRET } : undefined,
+        GITLAB: env.GITLAB_CLIENT_ID && env.GITLAB_CLIENT_SECRET ? { clientId: env.GITLAB_CLIENT_ID, clientSecret: env.GITLAB_CLIENT_SECRET } : undefined,
+      },
       gitlabWebhookSecret: env.GITLAB_WEBHOOK_SECRET,
       /** S3 when a bucket is named, else $DATA_DIR/archives (SPEC §2). */
       s3: env.S3_BUCKET

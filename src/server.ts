@@ -98,6 +98,7 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     try {
       if (path === '/graphql') return void (await yoga(req, res));
       if (path === '/webhooks/github' || path === '/webhooks/gitlab') return await webhook(req, res, path === '/webhooks/github' ? 'GITHUB' : 'GITLAB');
+      if (path === '/oauth/github/callback' || path === '/oauth/gitlab/callback') return await oauthCallback(req, res, path === '/oauth/github/callback' ? 'GITHUB' : 'GITLAB');
       if (path === '/healthz') return send(res, 200, { status: 'ok' });
       if (path === '/readyz') {
         const ready = await db.checkReady().then(
@@ -116,6 +117,18 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
       else res.destroy();
     }
+  }
+
+  /** GET /oauth/{github,gitlab}/callback: the provider's redirect after the user authorized (or refused). */
+  async function oauthCallback(req: IncomingMessage, res: ServerResponse, provider: 'GITHUB' | 'GITLAB'): Promise<void> {
+    if (req.method !== 'GET') {
+      res.setHeader('Allow', 'GET');
+      return send(res, 405, { error: 'the OAuth callback is a GET' });
+    }
+    const answer = await services.oauth.callback(provider, new URL(req.url ?? '/', 'http://localhost').searchParams);
+    if (answer.status === 400) return send(res, 400, answer.body);
+    // The code and state are in this request's URL: no Referer carries them on.
+    res.writeHead(302, { location: answer.location, 'referrer-policy': 'no-referrer', 'cache-control': 'no-store' }).end();
   }
 
   /** POST /webhooks/{github,gitlab}: the raw body (signatures are over its bytes), at most 25 MiB. */

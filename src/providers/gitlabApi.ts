@@ -8,7 +8,7 @@ import { PlatformError, type BranchHead, type CallOptions, type GitPlatform, typ
 export interface GitlabApiOptions {
   /** GITLAB_URL: https://gitlab.com or a self-hosted instance (the API is under /api/v4). */
   baseUrl: string;
-  /** Personal, project or group access token (sent as PRIVATE-TOKEN). */
+  /** OAuth, personal, project or group access token (sent as Authorization: Bearer). */
   token?: string;
   timeoutMs: number;
   maxRateLimitWaitS: number;
@@ -101,7 +101,8 @@ export class GitlabApi implements GitPlatform {
   private async call<T>(what: string, options: CallOptions, send: (config: ResourceConfig) => Promise<T>): Promise<T> {
     const config: ResourceConfig = {
       host: this.options.baseUrl.replace(/\/+$/, ''),
-      ...(this.options.token ? { token: this.options.token } : {}),
+      // Authorization: Bearer serves OAuth tokens and personal/project/group access tokens alike.
+      ...(this.options.token ? { oauthToken: this.options.token } : {}),
       // Timeouts are per attempt, in the handler below (gitbeaker's would span the rate-limit waits).
       queryTimeout: 0,
       requesterFn: createRequesterFn(async (_service, requestOptions) => requestOptions, (endpoint, requestOptions) => this.request(endpoint, requestOptions as unknown as RequestOptions, options.signal)),

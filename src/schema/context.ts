@@ -1,3 +1,4 @@
+import type { OAuthService } from '../providers/oauth.js';
 import type { Platforms } from '../providers/platforms.js';
 import type { WebhookService } from '../sync/webhooks.js';
 import type { CodeGraph } from '../indexing/codeGraph.js';
@@ -21,8 +22,10 @@ export interface Services {
   webhooks: WebhookService;
   /** The code graph; null when NEO4J_URL is not set. */
   graph: CodeGraph | null;
-  /** Provider REST APIs (GitHub), for the hosts they serve. */
+  /** Provider REST APIs (GitHub, GitLab), for the hosts they serve. */
   platforms: Platforms;
+  /** OAuth connections and token refresh. */
+  oauth: OAuthService;
 }
 
 /** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */

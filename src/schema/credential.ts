@@ -100,3 +100,22 @@ builder.relayMutationField(
   },
   { outputFields: (t) => ({ removedCredentialId: t.id({ resolve: (payload) => payload.removedCredentialId }) }) },
 );
+
+builder.relayMutationField(
+  'startOAuth',
+  {
+    inputFields: (t) => ({
+      provider: t.field({ type: ProviderEnum, required: true }),
+      redirectUri: t.string({ required: true, description: "where the user's browser goes when the authorization ends (with credentialId or error)" }),
+    }),
+  },
+  {
+    resolve: (_root, { input }, ctx) => ctx.services.oauth.start(ctx.tenantId, input.provider, input.redirectUri),
+  },
+  {
+    outputFields: (t) => ({
+      authorizeUrl: t.string({ description: 'send the user here', resolve: (payload) => payload.authorizeUrl }),
+      state: t.string({ description: 'single use, valid for 10 minutes', resolve: (payload) => payload.state }),
+    }),
+  },
+);

@@ -5,6 +5,7 @@ import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { ArchivePolicy, Provider, Repository, SyncRun, SyncStrategy } from '../generated/prisma/client.js';
 import type { Indexer } from '../indexing/indexer.js';
 import { mayManageHooks, PlatformError, type GitPlatform, type RepositoryInfo } from '../providers/platform.js';
+import type { OAuthService } from '../providers/oauth.js';
 import type { Platforms } from '../providers/platforms.js';
 import type { Archiver } from './archiver.js';
 import { archiveKeys } from '../storage/archiveStore.js';
@@ -57,6 +58,7 @@ export class RepositoryService {
     private readonly config: Config,
     private readonly logger: Logger,
     private readonly platforms: Platforms,
+    private readonly oauth: OAuthService,
   ) {}
 
   /** Told whenever a webhook registration is added, removed or gets a new secret (webhooks.ts caches them briefly). */
@@ -78,7 +80,7 @@ export class RepositoryService {
       throw new BadUserInputError(`the credential is for ${credential.host}, not for ${parsed.host}`);
     }
     const provider = request.provider ?? parsed.provider;
-    const auth = credential ? credentialAuth(provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret)) : undefined;
+    const auth = credential ? credentialAuth(provider, credential.login, await this.oauth.accessToken(credential)) : undefined;
     // With a credential for a host whose API we know, the platform describes the repository (and may get its hook).
     const platform = auth ? this.platforms.forHost(provider, parsed.host, auth.password) : null;
     const info = platform ? await describe(platform, parsed.name) : null;
@@ -154,8 +156,8 @@ export class RepositoryService {
   private async deleteWebhook(repository: Repository): Promise<void> {
     if (!repository.webhookId || !repository.credentialId) return;
     const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
-    const platform = credential && credential.host === repository.host ? this.platforms.forHost(repository.provider, repository.host, this.secretBox.decrypt(credential.encryptedSecret)) : null;
     try {
+      const platform = credential && credential.host === repository.host ? this.platforms.forHost(repository.provider, repository.host, await this.oauth.accessToken(credential)) : null;
       if (!platform) throw new Error('its credential is gone');
       await platform.deleteWebhook(repository.name, repository.webhookId);
     } catch (error) {
@@ -221,7 +223,7 @@ export class RepositoryService {
     const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
     // A credential only ever goes to the host it was made for.
     if (!credential || credential.host !== repository.host) return undefined;
-    return credentialAuth(repository.provider, credential.login, this.secretBox.decrypt(credential.encryptedSecret));
+    return credentialAuth(repository.provider, credential.login, await this.oauth.accessToken(credential));
   }
 
   urlPolicy() {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -26,6 +26,8 @@ export interface FakeGithubOptions {
   /** Primary rate limit per hour for a token (5,000 on github.com) and for anonymous requests (60). */
   tokenLimit?: number;
   anonymousLimit?: number;
+  /** An OAuth app (github.com/login/oauth/…): the user who authorizes it, and whether they refuse. */
+  oauth?: { clientId: string; clientSecret: string; login: string; deny?: boolean };
 }
 
 export interface FakeGithubRequest {
@@ -118,6 +120,8 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
         json(res, status, body, headers);
       }
     };
+
+    if (url.pathname.startsWith('/login/oauth/')) return oauth(req, url, send);
 
     // Authentication: "Authorization: token <t>" or "Bearer <t>" (both documented).
     const authorization = req.headers.authorization;
@@ -232,6 +236,47 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
     return answer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
   }
 
+  /** Codes issued by the authorize step: single use, bound to the client and redirect_uri. */
+  const codes = new Map<string, { redirectUri: string; scope: string }>();
+
+  /**
+   * The OAuth web flow as GitHub documents it: /login/oauth/authorize sends the browser back to
+   * redirect_uri with code and state (or error=access_denied); /login/oauth/access_token answers
+   * 200 with either the token or an `error` field (GitHub's way, also for bad codes).
+   */
+  async function oauth(req: IncomingMessage, url: URL, send: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    const app = options.oauth;
+    if (url.pathname === '/login/oauth/authorize' && req.method === 'GET') {
+      const redirectUri = url.searchParams.get('redirect_uri') ?? '';
+      if (!app || url.searchParams.get('client_id') !== app.clientId || !/^https?:\/\//.test(redirectUri)) return send(404, 'Not Found');
+      const back = new URL(redirectUri);
+      back.searchParams.set('state', url.searchParams.get('state') ?? '');
+      if (app.deny) {
+        back.searchParams.set('error', 'access_denied');
+        back.searchParams.set('error_description', 'The user has denied your application access.');
+      } else {
+        const code = randomBytes(10).toString('hex');
+        codes.set(code, { redirectUri, scope: url.searchParams.get('scope') ?? '' });
+        back.searchParams.set('code', code);
+      }
+      return send(302, '', { location: back.toString() });
+    }
+    if (url.pathname === '/login/oauth/access_token' && req.method === 'POST') {
+      const form = new URLSearchParams(await readText(req));
+      const error = (code: string, description: string) => send(200, { error: code, error_description: description, error_uri: `${docs}/apps/oauth-apps` });
+      if (!app || form.get('client_id') !== app.clientId || form.get('client_secret') !== app.clientSecret) return error('incorrect_client_credentials', 'The client_id and/or client_secret passed are incorrect.');
+      const issued = codes.get(form.get('code') ?? '');
+      if (!issued) return error('bad_verification_code', 'The code passed is incorrect or expired.');
+      codes.delete(form.get('code')!);
+      if (form.get('redirect_uri') && form.get('redirect_uri') !== issued.redirectUri) return error('redirect_uri_mismatch', 'The redirect_uri MUST match the registered callback URL for this application.');
+      const token = `gho_${randomBytes(18).toString('hex')}`;
+      const scopes = issued.scope.split(/[\s,]+/).filter(Boolean);
+      options.tokens[token] = { login: app.login, scopes };
+      return send(200, { access_token: token, token_type: 'bearer', scope: scopes.join(',') });
+    }
+    return send(404, 'Not Found');
+  }
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
@@ -255,11 +300,16 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
   };
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+async function readText(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+  const text = await readText(req);
   try {
-    const value = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    const value = JSON.parse(text) as unknown;
     return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
   } catch {
     return null;

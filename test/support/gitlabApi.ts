@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,6 +20,8 @@ export interface FakeGitlabOptions {
   tokens: Record<string, { username: string; scopes?: string[]; /** Maintainer of every project (may manage hooks); default true */ maintainer?: boolean }>;
   /** Projects only a token may see (anonymous requests get 404). */
   privateProjects?: (fullPath: string) => boolean;
+  /** An OAuth application (/oauth/authorize, /oauth/token with PKCE): who authorizes it, token lifetime. */
+  oauth?: { clientId: string; clientSecret: string; username: string; expiresInS?: number };
 }
 
 export interface FakeGitlabRequest {
@@ -47,6 +49,10 @@ export interface FakeGitlab {
   /** Spends a token's budget: its requests get 429 with `Retry-After: seconds` until then. */
   rateLimit(username: string, retryAfterS: number): void;
   resetRequests(): void;
+  /** Refresh grants answered (each rotates the pair). */
+  readonly refreshes: number;
+  /** Revokes every refresh token issued so far (the user revoked the application). */
+  revokeRefreshTokens(): void;
   /** Every answer waits this long first (a slow API). */
   setDelay(ms: number): void;
   close(): Promise<void>;
@@ -79,6 +85,8 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
       if (status === 204) res.writeHead(204, headers).end();
       else json(res, status, body, headers);
     };
+
+    if (url.pathname === '/oauth/authorize' || url.pathname === '/oauth/token') return oauth(req, url, send);
 
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const tokenValue = (req.headers['private-token'] as string | undefined) ?? bearer;
@@ -178,6 +186,67 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
     return answer(404, { error: '404 Not Found' });
   }
 
+  const codes = new Map<string, { redirectUri: string; challenge: string | null; scope: string }>();
+  const refreshTokens = new Map<string, { accessToken: string; scope: string }>();
+  let refreshes = 0;
+
+  /** Issues an access token (registered for the API) and its refresh token. */
+  function issue(scope: string) {
+    const app = options.oauth!;
+    const accessToken = randomBytes(32).toString('hex');
+    const refreshToken = randomBytes(32).toString('hex');
+    options.tokens[accessToken] = { username: app.username, scopes: scope.split(' ').filter(Boolean) };
+    refreshTokens.set(refreshToken, { accessToken, scope });
+    return { access_token: accessToken, token_type: 'Bearer', expires_in: app.expiresInS ?? 7200, refresh_token: refreshToken, scope, created_at: Math.floor(Date.now() / 1000) };
+  }
+
+  /**
+   * GitLab's OAuth 2 provider as documented: authorization code with PKCE (S256), and
+   * refresh_token grants that rotate the pair (the old refresh and access tokens stop working).
+   */
+  async function oauth(req: IncomingMessage, url: URL, send: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<void> {
+    const app = options.oauth;
+    if (url.pathname === '/oauth/authorize' && req.method === 'GET') {
+      const redirectUri = url.searchParams.get('redirect_uri') ?? '';
+      if (!app || url.searchParams.get('client_id') !== app.clientId || url.searchParams.get('response_type') !== 'code' || !/^https?:\/\//.test(redirectUri)) {
+        return send(400, { error: 'invalid_request', error_description: 'The request is missing a required parameter or is otherwise malformed.' });
+      }
+      const method = url.searchParams.get('code_challenge_method');
+      const code = randomBytes(16).toString('hex');
+      codes.set(code, { redirectUri, challenge: method === 'S256' ? url.searchParams.get('code_challenge') : null, scope: url.searchParams.get('scope') ?? 'api' });
+      const back = new URL(redirectUri);
+      back.searchParams.set('code', code);
+      back.searchParams.set('state', url.searchParams.get('state') ?? '');
+      return send(302, null, { location: back.toString() });
+    }
+    if (url.pathname === '/oauth/token' && req.method === 'POST') {
+      const text = await readText(req);
+      const form = (req.headers['content-type'] ?? '').includes('json') ? new URLSearchParams(JSON.parse(text) as Record<string, string>) : new URLSearchParams(text);
+      const invalidGrant = () => send(400, { error: 'invalid_grant', error_description: 'The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.' });
+      if (!app || form.get('client_id') !== app.clientId || form.get('client_secret') !== app.clientSecret) {
+        return send(401, { error: 'invalid_client', error_description: 'Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.' });
+      }
+      if (form.get('grant_type') === 'authorization_code') {
+        const issued = codes.get(form.get('code') ?? '');
+        if (!issued || issued.redirectUri !== form.get('redirect_uri')) return invalidGrant();
+        codes.delete(form.get('code')!);
+        const verifier = form.get('code_verifier');
+        if (issued.challenge && (!verifier || createHash('sha256').update(verifier).digest('base64url') !== issued.challenge)) return invalidGrant();
+        return send(200, issue(issued.scope));
+      }
+      if (form.get('grant_type') === 'refresh_token') {
+        const previous = refreshTokens.get(form.get('refresh_token') ?? '');
+        if (!previous) return invalidGrant();
+        refreshTokens.delete(form.get('refresh_token')!);
+        delete options.tokens[previous.accessToken];
+        refreshes++;
+        return send(200, issue(previous.scope));
+      }
+      return send(400, { error: 'unsupported_grant_type', error_description: 'The authorization grant type is not supported by the authorization server.' });
+    }
+    return send(404, { error: '404 Not Found' });
+  }
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
@@ -189,6 +258,12 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
     },
     resetRequests() {
       requests.length = 0;
+    },
+    get refreshes() {
+      return refreshes;
+    },
+    revokeRefreshTokens() {
+      refreshTokens.clear();
     },
     setDelay(ms) {
       delayMs = ms;
@@ -204,11 +279,16 @@ function json(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+async function readText(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+  const text = await readText(req);
   try {
-    const value = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    const value = JSON.parse(text) as unknown;
     return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
   } catch {
     return null;
