@@ -97,7 +97,7 @@ export async function noChange(ctx: BenchContext): Promise<BenchResult> {
 }
 
 /** Repositories with a run queued after `marker` that has finished, and how many of those were SKIPPED. */
-async function checked(service: Service, marker: string): Promise<{ finished: number; skipped: number }> {
+export async function checked(service: Service, marker: string): Promise<{ finished: number; skipped: number }> {
   const [row] = await service.query<{ finished: number; skipped: number }>(
     `SELECT count(DISTINCT "repositoryId")::int AS finished,
             count(DISTINCT "repositoryId") FILTER (WHERE status = 'SKIPPED')::int AS skipped
@@ -108,10 +108,10 @@ async function checked(service: Service, marker: string): Promise<{ finished: nu
 }
 
 /** Copies of one one-commit bare repository (hooks dropped: nothing runs them). */
-async function tinyRepositories(ctx: BenchContext, count: number): Promise<string[]> {
-  const template = await createUpstream(ctx.git, 'no-change/template', { files: { 'README.md': '# tiny\n' } });
+export async function tinyRepositories(ctx: BenchContext, count: number, prefix = 'no-change'): Promise<string[]> {
+  const template = await createUpstream(ctx.git, `${prefix}/template`, { files: { 'README.md': '# tiny\n' } });
   await rm(path.join(template.bareDir, 'hooks'), { recursive: true, force: true });
-  const names = Array.from({ length: count }, (_, index) => `no-change/repo-${index}`);
+  const names = Array.from({ length: count }, (_, index) => `${prefix}/repo-${index}`);
   await inParallel(names, 16, (name) => cp(template.bareDir, path.join(ctx.git.root, `${name}.git`), { recursive: true }));
   return names.map((name) => ctx.git.repoUrl(name));
 }

@@ -9,6 +9,7 @@ import { incremental } from './incremental.js';
 import { indexFullBench, indexIncrementalBench } from './indexing.js';
 import { initialSync } from './initialSync.js';
 import { noChange } from './noChange.js';
+import { poll1000 } from './poll.js';
 import { formatDetails, formatTable, type BenchResult } from './report.js';
 import { round } from './timing.js';
 import { webhookAck, webhookFreshness, webhookStorm } from './webhooks.js';
@@ -26,6 +27,7 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'initial-sync': initialSync,
   'incremental-100': incremental,
   'no-change-1000': noChange,
+  'poll-1000': poll1000,
   'webhook-ack': webhookAck,
   'webhook-storm': webhookStorm,
   'webhook-freshness': webhookFreshness,

@@ -1,5 +1,5 @@
 import { throttling } from '@octokit/plugin-throttling';
-import { Octokit } from '@octokit/rest';
+import { Octokit } from '@octokit/core';
 import type { Logger } from 'pino';
 import { PlatformError, type BranchHead, type CallOptions, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
@@ -18,7 +18,7 @@ export interface GithubApiOptions {
 }
 
 /**
- * GitHub's REST API through Octokit. Rate limits are waited for, not failed
+ * GitHub's REST API through Octokit (@octokit/core: `request` is all the service uses). Rate limits are waited for, not failed
  * (@octokit/plugin-throttling: a 403/429 with `x-ratelimit-remaining: 0`
  * waits until `x-ratelimit-reset`, a secondary limit for `retry-after`),
  * unless the wait is longer than `maxRateLimitWaitS`. Branch heads are asked

@@ -14,6 +14,8 @@ type OAuthProvider = Exclude<Provider, 'GIT'>;
 
 /** How long a started authorization may take. */
 const stateTtlMs = 10 * 60_000;
+/** How long a credential row read for a sync serves other syncs. */
+const credentialCacheMs = 1000;
 /** A GitLab access token this close to its expiry is refreshed before use (GitLab's last two hours). */
 const refreshMarginMs = 5 * 60_000;
 
@@ -118,6 +120,29 @@ export class OAuthService {
     }
   }
 
+  /**
+   * A credential row as read within the last second: a check pass over thousands of repositories
+   * sharing a credential reads it once a second, not once per repository. A refresh or removal in
+   * this process forgets it at once; one in another process shows within the second.
+   */
+  credential(id: string): Promise<Credential | null> {
+    const cached = this.credentials.get(id);
+    if (cached && Date.now() - cached.at < credentialCacheMs) return cached.row;
+    const row = this.prisma.credential.findUnique({ where: { id } });
+    if (this.credentials.size >= 10_000) this.credentials.clear();
+    this.credentials.set(id, { at: Date.now(), row });
+    // A failed read is not kept.
+    row.catch(() => this.credentials.delete(id));
+    return row;
+  }
+
+  /** Forgets what `credential` read (the credential was changed or removed here). */
+  forget(id: string): void {
+    this.credentials.delete(id);
+  }
+
+  private readonly credentials = new Map<string, { at: number; row: Promise<Credential | null> }>();
+
   /** The credential's access token, refreshed first when it is about to expire (GitLab OAuth). */
   async accessToken(credential: Credential): Promise<string> {
     const expiring = credential.expiresAt && credential.expiresAt.getTime() - Date.now() < refreshMarginMs;
@@ -152,6 +177,7 @@ export class OAuthService {
         expiresAt: answer.expiresAt,
       },
     });
+    this.forget(credential.id);
     if (written.count === 0) {
       const current = await this.prisma.credential.findUnique({ where: { id: credential.id } });
       if (current) return this.secretBox.decrypt(current.encryptedSecret);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Provider } from '../generated/prisma/client.js';
@@ -26,9 +27,31 @@ export class Platforms {
 
   /** The API for `provider` on `host` ("name[:port]"), with `token` when given; null when there is none. */
   forHost(provider: Provider, host: string, token?: string): GitPlatform | null {
-    if (provider === 'GITHUB' && hostname(host) === this.githubHost) return this.github(token);
-    if (provider === 'GITLAB' && hostname(host) === this.gitlabHost) return this.gitlab(token);
+    if (provider === 'GITHUB' && hostname(host) === this.githubHost) return this.cached('GITHUB', token, () => this.github(token));
+    if (provider === 'GITLAB' && hostname(host) === this.gitlabHost) return this.cached('GITLAB', token, () => this.gitlab(token));
     return null;
+  }
+
+  /**
+   * One client per token, reused: a check pass over thousands of repositories sharing a credential
+   * would otherwise build an Octokit (with its throttling state) per check. Keyed by the token's
+   * hash; a rotated or refreshed token is a new key, and the oldest clients go past `maxClients`.
+   */
+  private readonly clients = new Map<string, GitPlatform>();
+  private static readonly maxClients = 256;
+
+  private cached(provider: Exclude<Provider, 'GIT'>, token: string | undefined, create: () => GitPlatform): GitPlatform {
+    const key = `${provider} ${token ? createHash('sha256').update(token).digest('base64url') : ''}`;
+    let client = this.clients.get(key);
+    if (client) {
+      // Most recently used last: Map order is the eviction order.
+      this.clients.delete(key);
+    } else {
+      client = create();
+      if (this.clients.size >= Platforms.maxClients) this.clients.delete(this.clients.keys().next().value!);
+    }
+    this.clients.set(key, client);
+    return client;
   }
 
   /** GitLab's API (GITLAB_URL/api/v4), with `token` when given. */

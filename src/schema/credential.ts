@@ -95,6 +95,7 @@ builder.relayMutationField(
         where: { id: parseGlobalId(input.credentialId, 'Credential'), tenantId: ctx.tenantId },
       });
       if (!count) throw new NotFoundError('credential');
+      ctx.services.oauth.forget(parseGlobalId(input.credentialId, 'Credential'));
       return { removedCredentialId: input.credentialId };
     },
   },

@@ -220,7 +220,7 @@ export class RepositoryService {
   /** Credentials for a git call on this repository, decrypted only for that call. */
   async authFor(repository: Pick<Repository, 'provider' | 'credentialId' | 'host'>): Promise<GitAuth | undefined> {
     if (!repository.credentialId) return undefined;
-    const credential = await this.prisma.credential.findUnique({ where: { id: repository.credentialId } });
+    const credential = await this.oauth.credential(repository.credentialId);
     // A credential only ever goes to the host it was made for.
     if (!credential || credential.host !== repository.host) return undefined;
     return credentialAuth(repository.provider, credential.login, await this.oauth.accessToken(credential));
