@@ -295,6 +295,21 @@ describe('repositories added with a GitHub credential', () => {
     expect(stored.webhookId).toBeNull();
   });
 
+  it('adds the repository through git when the API is rate limited for longer than it may wait (no hook then)', async () => {
+    const upstream = await createUpstream(server, 'octo/api-down', { branch: 'trunk' });
+    const credentialId = await credential(TOKEN);
+    github.setRateLimit(LOGIN, { used: 5000, reset: Math.floor(Date.now() / 1000) + 3600 });
+    try {
+      const added = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, provider: 'GITHUB', credentialId } });
+      expect(added.addRepository.repository).toMatchObject({ branch: 'trunk', defaultBranch: 'trunk' });
+      expect(added.addRepository.webhook).toMatchObject({ autoConfigured: false, secret: expect.stringMatching(/.{32,}/) });
+      await waitForRepository(client, added.addRepository.repository.id, (repository) => repository.status === 'SYNCED');
+      expect(testApp.logs.some((line) => line.includes('using the git ref listing'))).toBe(true);
+    } finally {
+      github.setRateLimit(LOGIN, { used: 0 });
+    }
+  });
+
   it('takes the default branch from the API, and refuses a repository the credential cannot see', async () => {
     const upstream = await createUpstream(server, 'octo/described', { branch: 'develop' });
     await upstream.createBranch('main');

@@ -83,7 +83,7 @@ export class RepositoryService {
     const auth = credential ? credentialAuth(provider, credential.login, await this.oauth.accessToken(credential)) : undefined;
     // With a credential for a host whose API we know, the platform describes the repository (and may get its hook).
     const platform = auth ? this.platforms.forHost(provider, parsed.host, auth.password) : null;
-    const info = platform ? await describe(platform, parsed.name) : null;
+    const info = platform ? await this.describe(platform, parsed.name) : null;
 
     const remote = await readRemote(parsed.url, {
       timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000),
@@ -134,6 +134,24 @@ export class RepositoryService {
     this.logger.info({ repositoryId: repository.id, url: parsed.url, branch, webhookId }, 'repository added');
     const webhook = this.webhookSetup(provider, webhookSecret);
     return { repository, webhook: webhookId ? { ...webhook, secret: null, autoConfigured: true } : webhook };
+  }
+
+  /**
+   * The platform's description of a repository being added. One the credential cannot see is
+   * the user's mistake; an API that is down or rate limited is not a reason to refuse a
+   * repository git can read: the ref listing gives the default branch then.
+   */
+  private async describe(platform: GitPlatform, name: string): Promise<RepositoryInfo | null> {
+    try {
+      return await platform.repositoryInfo(name);
+    } catch (error) {
+      if (!(error instanceof PlatformError)) throw error;
+      if (error.failure === 'not-found' || error.failure === 'auth') {
+        throw new BadUserInputError(`${name} is not a repository the credential can read (${error.message})`);
+      }
+      this.logger.warn({ name, err: error.message }, 'the platform API could not describe the repository; using the git ref listing');
+      return null;
+    }
   }
 
   /**
@@ -246,19 +264,6 @@ export class RepositoryService {
     // Gitea, Forgejo and other plain git hosts send GitHub-compatible hooks.
     const route = provider === 'GITLAB' ? 'gitlab' : 'github';
     return { url: `${this.config.publicUrl}/webhooks/${route}`, secret, autoConfigured: false };
-  }
-}
-
-/** The platform's description of a repository being added: one it cannot see is the user's mistake. */
-async function describe(platform: GitPlatform, name: string): Promise<RepositoryInfo> {
-  try {
-    return await platform.repositoryInfo(name);
-  } catch (error) {
-    if (error instanceof PlatformError && (error.failure === 'not-found' || error.failure === 'auth')) {
-      throw new BadUserInputError(`${name} is not a repository the credential can read (${error.message})`);
-    }
-    if (error instanceof PlatformError) throw new ProviderError(error.message);
-    throw error;
   }
 }
 
