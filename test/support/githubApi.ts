@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { readJson, readText } from './httpBody.js';
 
 /**
  * A fake of GitHub's REST API (the SaaS cannot run here), backed by the real
@@ -299,22 +300,6 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-async function readText(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
-  const text = await readText(req);
-  try {
-    const value = JSON.parse(text) as unknown;
-    return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
 }
 
 /** A hook as GitHub returns it: the secret is never shown, only that there is one. */
