@@ -64,6 +64,19 @@ describe('run queue and refs statements against PostgreSQL', () => {
     ]);
   });
 
+  it('claim also reads the commits metadata and graph were indexed at (null before the first index)', async () => {
+    const queue = new RunQueue(db.prisma);
+    const repo = await repository('indexed');
+    const first = (await queue.enqueue({ repositoryId: repo.id, tenantId, trigger: 'MANUAL' })).run;
+    expect((await queue.claim(first.id, 'a'))!.indexed).toBeNull();
+    await db.prisma.syncRun.update({ where: { id: first.id }, data: { status: 'SUCCEEDED', activeSlot: null } });
+    await db.prisma.repositoryMetadata.create({
+      data: { repositoryId: repo.id, commitSha: 'b'.repeat(40), graphSha: 'c'.repeat(40), languages: {}, fileCount: 1, totalBytes: 1, linesOfCode: 1 },
+    });
+    const second = (await queue.enqueue({ repositoryId: repo.id, tenantId, trigger: 'SCHEDULED' })).run;
+    expect((await queue.claim(second.id, 'a'))!.indexed).toEqual({ commitSha: 'b'.repeat(40), graphSha: 'c'.repeat(40) });
+  });
+
   it('claim gives nothing for a run already taken, or while another run of the repository is running', async () => {
     const queue = new RunQueue(db.prisma);
     const repo = await repository('busy');

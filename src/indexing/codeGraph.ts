@@ -162,13 +162,10 @@ export class CodeGraph {
       'CREATE CONSTRAINT repolens_module_name IF NOT EXISTS FOR (n:Module) REQUIRE (n.repositoryId, n.name) IS UNIQUE',
       'CREATE INDEX repolens_commit_repository IF NOT EXISTS FOR (n:Commit) ON (n.repositoryId)',
     ];
-    const session = this.driver.session();
-    try {
-      for (const statement of statements) await session.run(statement);
-      await session.run('CALL db.awaitIndexes(60)');
-    } finally {
-      await session.close();
-    }
+    // Managed transactions (executeQuery): a deadlock with another instance's writes, which
+    // schema changes can meet, is retried by the driver rather than failing the start.
+    for (const statement of statements) await this.driver.executeQuery(statement);
+    await this.driver.executeQuery('CALL db.awaitIndexes(60)');
   }
 
   /** The commit the repository's graph is at; null when it has none. */

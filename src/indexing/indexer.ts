@@ -72,10 +72,20 @@ export class Indexer {
    * `cwd` (the working copy, which must hold the commit and, for an
    * incremental run, the previously indexed one). A graph failure is a
    * warning; a metadata failure throws. Nothing to do costs one primary-key
-   * read; `onStart` is called once there is work.
+   * read, or none when `known` (the indexed commits as the caller read them)
+   * says so; `onStart` is called once there is work.
    */
-  async index(repositoryId: string, cwd: string, commitSha: string, options: { signal?: AbortSignal; onStart?: () => void } = {}): Promise<IndexOutcome> {
-    const { signal } = options;
+  async index(
+    repositoryId: string,
+    cwd: string,
+    commitSha: string,
+    options: { signal?: AbortSignal; onStart?: () => void; known?: { commitSha: string; graphSha: string | null } | null } = {},
+  ): Promise<IndexOutcome> {
+    const { signal, known } = options;
+    // What the run's claim read already says everything is at this commit: not even the one read.
+    if (known && known.commitSha === commitSha && (this.graph === null || known.graphSha === commitSha)) {
+      return { metadata: 'unchanged', graph: this.graph === null ? 'disabled' : 'unchanged', filesRead: 0, warning: null, timings: {} };
+    }
     const started = performance.now();
     const stored = await this.prisma.repositoryMetadata.findUnique({ where: { repositoryId } });
     const metadataDue = stored?.commitSha !== commitSha;

@@ -27,8 +27,8 @@ export class Platforms {
 
   /** The API for `provider` on `host` ("name[:port]"), with `token` when given; null when there is none. */
   forHost(provider: Provider, host: string, token?: string): GitPlatform | null {
-    if (provider === 'GITHUB' && hostname(host) === this.githubHost) return this.cached('GITHUB', token, () => this.github(token));
-    if (provider === 'GITLAB' && hostname(host) === this.gitlabHost) return this.cached('GITLAB', token, () => this.gitlab(token));
+    if (provider === 'GITHUB' && hostname(host) === this.githubHost) return this.cached('GITHUB', token);
+    if (provider === 'GITLAB' && hostname(host) === this.gitlabHost) return this.cached('GITLAB', token);
     return null;
   }
 
@@ -40,40 +40,29 @@ export class Platforms {
   private readonly clients = new Map<string, GitPlatform>();
   private static readonly maxClients = 256;
 
-  private cached(provider: Exclude<Provider, 'GIT'>, token: string | undefined, create: () => GitPlatform): GitPlatform {
+  private cached(provider: Exclude<Provider, 'GIT'>, token: string | undefined): GitPlatform {
     const key = `${provider} ${token ? createHash('sha256').update(token).digest('base64url') : ''}`;
     let client = this.clients.get(key);
     if (client) {
       // Most recently used last: Map order is the eviction order.
       this.clients.delete(key);
     } else {
-      client = create();
+      client = this.create(provider, token);
       if (this.clients.size >= Platforms.maxClients) this.clients.delete(this.clients.keys().next().value!);
     }
     this.clients.set(key, client);
     return client;
   }
 
-  /** GitLab's API (GITLAB_URL/api/v4), with `token` when given. */
-  gitlab(token?: string): GitPlatform {
-    return new GitlabApi({
-      baseUrl: this.config.gitlabUrl,
+  /** The provider's API (GITHUB_API_URL, GITLAB_URL/api/v4), with `token` when given. */
+  private create(provider: Exclude<Provider, 'GIT'>, token?: string): GitPlatform {
+    const options = {
       ...(token ? { token } : {}),
       timeoutMs: this.config.providerTimeoutMs,
       maxRateLimitWaitS: this.config.providerMaxWaitS,
       logger: this.logger,
-    });
-  }
-
-  /** GitHub's API (GITHUB_API_URL), with `token` when given. */
-  github(token?: string): GitPlatform {
-    return new GithubApi({
-      baseUrl: this.config.githubApiUrl,
-      ...(token ? { token } : {}),
-      timeoutMs: this.config.providerTimeoutMs,
-      maxRateLimitWaitS: this.config.providerMaxWaitS,
-      logger: this.logger,
-    });
+    };
+    return provider === 'GITHUB' ? new GithubApi({ baseUrl: this.config.githubApiUrl, ...options }) : new GitlabApi({ baseUrl: this.config.gitlabUrl, ...options });
   }
 }
 

@@ -34,6 +34,13 @@ export interface ClaimedRun {
   /** The run, now RUNNING in its CHECKING phase (the last phaseLog entry). */
   run: SyncRun;
   repository: Repository;
+  /** The commits metadata and graph were indexed at, as the claim read them (null: never indexed). */
+  indexed?: IndexedCommits | null;
+}
+
+export interface IndexedCommits {
+  commitSha: string;
+  graphSha: string | null;
 }
 
 /** Row of to_jsonb(): timestamps come back as text (UTC, since Prisma stores them so). */
@@ -98,19 +105,23 @@ export class RunQueue {
   async claim(runId: string, owner: string): Promise<ClaimedRun | null> {
     const now = new Date();
     try {
-      const rows = await this.prisma.$queryRaw<{ run: Record<string, unknown>; repository: Record<string, unknown> }[]>`
+      const rows = await this.prisma.$queryRaw<{ run: Record<string, unknown>; repository: Record<string, unknown>; indexed: IndexedCommits | null }[]>`
         UPDATE "SyncRun" AS run SET
           status = 'RUNNING', "activeSlot" = 'RUNNING', "startedAt" = ${now}, "claimedBy" = ${owner},
           phase = 'CHECKING', "fromSha" = repository."lastCommitSha",
           "phaseLog" = run."phaseLog" || jsonb_build_array(jsonb_build_object('phase', 'CHECKING', 'status', repository.status, 'at', ${now.toISOString()}::text))
         FROM "Repository" AS repository
         WHERE run.id = ${runId}::uuid AND run.status = 'QUEUED' AND repository.id = run."repositoryId"
-        RETURNING to_jsonb(run.*) AS run, to_jsonb(repository.*) AS repository`;
+        RETURNING to_jsonb(run.*) AS run, to_jsonb(repository.*) AS repository,
+          (SELECT jsonb_build_object('commitSha', metadata."commitSha", 'graphSha', metadata."graphSha")
+           FROM "RepositoryMetadata" AS metadata WHERE metadata."repositoryId" = repository.id) AS indexed`;
       const [row] = rows;
       if (!row) return null;
       return {
         run: withDates<SyncRun>(row.run, runDateFields),
         repository: withDates<Repository>(row.repository, repositoryDateFields),
+        // Whether the commit a check finds is indexed already, without a read of its own.
+        indexed: row.indexed,
       };
     } catch (error) {
       if (isUniqueViolation(error)) return null;

@@ -10,7 +10,7 @@ import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
 import { readRemote } from './remote.js';
-import type { ClaimedRun } from './runQueue.js';
+import type { ClaimedRun, IndexedCommits } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
 import { redactSecrets } from './redact.js';
@@ -50,7 +50,7 @@ class RunFailure extends Error {}
  * One sync run, following the pipeline of SPEC §1:
  * (RESTORE) → CHECK → CLONE | FETCH → APPLY → INDEX → ARCHIVE → DONE (or SKIPPED / FAILED).
  */
-export async function executeRun(deps: RunDependencies, { run: claimed, repository }: ClaimedRun, signal: AbortSignal): Promise<RunResult> {
+export async function executeRun(deps: RunDependencies, { run: claimed, repository, indexed }: ClaimedRun, signal: AbortSignal): Promise<RunResult> {
   const recorder = new RunRecorder(
     deps.prisma,
     deps.events,
@@ -61,7 +61,7 @@ export async function executeRun(deps: RunDependencies, { run: claimed, reposito
   );
   const log = deps.logger.child({ repositoryId: repository.id, runId: claimed.id });
   try {
-    return await sync(deps, repository, claimed, recorder, signal);
+    return await sync(deps, repository, claimed, recorder, signal, indexed);
   } catch (error) {
     if (signal.aborted) throw error;
     const message = redactSecrets(error instanceof Error ? error.message : String(error));
@@ -77,6 +77,7 @@ async function sync(
   run: SyncRun,
   recorder: RunRecorder,
   signal: AbortSignal,
+  indexed?: IndexedCommits | null,
 ): Promise<RunResult> {
   const { prisma, copies } = deps;
   // The claim wrote the CHECKING phase.
@@ -95,7 +96,7 @@ async function sync(
     const unchanged = platform ? await unchangedUpstream(deps, platform, repository, signal) : null;
     if (unchanged) {
       const sha = repository.lastCommitSha;
-      const indexWarning = await indexCommit(deps, repository, sha, recorder, signal);
+      const indexWarning = await indexCommit(deps, repository, sha, recorder, signal, indexed);
       const archived = await archiveCommit(deps, repository, sha, recorder, signal);
       const queued = await finishSkipped(prisma, recorder, repository, sha, null, archived, indexWarning, unchanged.checkEtag);
       return { outcome: 'SKIPPED', queued };
@@ -122,7 +123,7 @@ async function sync(
       await followBranch(prisma, repository, branch);
       // An unchanged commit is indexed and archived when it never was (a run killed while
       // indexing, a graph configured later, a policy changed, an attempt that failed).
-      const indexWarning = await indexCommit(deps, repository, remoteSha, recorder, signal);
+      const indexWarning = await indexCommit(deps, repository, remoteSha, recorder, signal, indexed);
       const archived = await archiveCommit(deps, repository, remoteSha, recorder, signal);
       return { outcome: 'SKIPPED', queued: await finishSkipped(prisma, recorder, repository, remoteSha, refs, archived, indexWarning) };
     }
@@ -226,7 +227,14 @@ async function restoreCopy(
  * there yet. Never fails the run: the copy is synced whatever happens to the
  * index, and the next run picks up where this one stopped.
  */
-async function indexCommit(deps: RunDependencies, repository: Repository, commitSha: string, recorder: RunRecorder, signal: AbortSignal): Promise<string | null> {
+async function indexCommit(
+  deps: RunDependencies,
+  repository: Repository,
+  commitSha: string,
+  recorder: RunRecorder,
+  signal: AbortSignal,
+  indexed?: IndexedCommits | null,
+): Promise<string | null> {
   let started = false;
   let warning: string | null;
   let summary: string;
@@ -234,6 +242,7 @@ async function indexCommit(deps: RunDependencies, repository: Repository, commit
     // The phase is announced only when there is something to index (one metadata read decides).
     const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, {
       signal,
+      ...(indexed !== undefined ? { known: indexed } : {}),
       onStart: () => {
         started = true;
         recorder.announce('INDEXING');
