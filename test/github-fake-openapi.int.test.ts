@@ -34,7 +34,7 @@ beforeAll(async () => {
   // OpenAPI 3.0 schemas: `nullable` is understood by Ajv; the other OpenAPI keywords (example, discriminator…) are not checks.
   ajv = new Ajv({ strict: false, validateSchema: false, allErrors: true });
   (addFormatsModule as unknown as (ajv: Ajv) => void)(ajv);
-  ajv.addSchema({ $id: specId, components: (spec as unknown as { components: unknown }).components });
+  ajv.addSchema({ $id: specId, components: nullableWithoutType((spec as unknown as { components: unknown }).components) });
   server = await startGitServer();
   github = await startFakeGithub({ gitRoot: server.root, tokens: { [TOKEN]: { login: 'octocat', scopes: ['repo'] } } });
   await createUpstream(server, 'octo/spec');
@@ -80,13 +80,29 @@ async function check(path: string, method: string, request: { url: string; token
   const key = `${path} ${method} ${status} ${type}`;
   let validate = validators.get(key);
   if (!validate) {
-    validate = ajv.compile(rebase(media!.schema) as object);
+    validate = ajv.compile(nullableWithoutType(rebase(media!.schema)) as object);
     validators.set(key, validate);
   }
   const body = type.endsWith('json') ? JSON.parse(text) : text;
   const valid = validate(body);
   expect(valid, `${method.toUpperCase()} ${path} ${status}: ${JSON.stringify(validate.errors?.slice(0, 5))}`).toBe(true);
   return response;
+}
+
+/**
+ * OpenAPI 3.0 puts `nullable: true` beside a $ref or allOf too; Ajv understands `nullable` only
+ * beside a `type`. Such a schema becomes "that, or null".
+ */
+function nullableWithoutType(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(nullableWithoutType);
+  if (!schema || typeof schema !== 'object') return schema;
+  const entries = Object.entries(schema as Record<string, unknown>).map(([key, value]) => [key, nullableWithoutType(value)] as const);
+  const object = Object.fromEntries(entries) as Record<string, unknown>;
+  if (object.nullable === true && object.type === undefined) {
+    const { nullable: _nullable, ...rest } = object;
+    return { anyOf: [rest, { type: 'null' }] };
+  }
+  return object;
 }
 
 /** Points the schema's local $refs (#/components/…) at the spec's components, added to Ajv under specId. */
@@ -114,6 +130,22 @@ describe('the GitHub fake against api.github.com\'s OpenAPI description', () => 
     expect(again.status).toBe(304);
     expect(await again.text()).toBe('');
     await check('/repos/{owner}/{repo}/commits/{ref}', 'get', { url: '/repos/octo/spec/commits/heads%2Fnope', accept: 'application/vnd.github.sha' }, 422);
+  });
+
+  it('GET /repos/{owner}/{repo}/compare/{basehead}: 200 (commit-comparison with files) and 404', async () => {
+    const upstream = await createUpstream(server, 'octo/spec-compare');
+    const base = await upstream.head();
+    const head = await upstream.commit({ 'added.txt': 'added\n', 'README.md': null });
+    await check('/repos/{owner}/{repo}/compare/{basehead}', 'get', { url: `/repos/octo/spec-compare/compare/${base}...${head}` }, 200);
+    await check('/repos/{owner}/{repo}/compare/{basehead}', 'get', { url: `/repos/octo/spec-compare/compare/${base}...${'f'.repeat(40)}` }, 404);
+  });
+
+  it('GET /repos/{owner}/{repo}/contents/{path}: 200 for a file and a symlink, 404', async () => {
+    const upstream = await createUpstream(server, 'octo/spec-contents', { files: { 'dir/file.txt': 'content\n' } });
+    const ref = await upstream.commit({ link: { symlink: 'dir/file.txt' } });
+    await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/dir/file.txt?ref=${ref}` }, 200);
+    await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/link?ref=${ref}` }, 200);
+    await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/missing.txt?ref=${ref}` }, 404);
   });
 
   it('hooks: POST 201 (hook) and 422 on a duplicate, GET 200, DELETE 204 and then 404', async () => {

@@ -96,6 +96,27 @@ describe('GitHub REST client (Octokit) against the documented API', () => {
     expect(github.rateLimit(LOGIN).used).toBe(used + 1);
   });
 
+  it('compares two commits file by file (added, modified, removed, renamed, file turned symlink) and reads files and symlinks', async () => {
+    const upstream = await createUpstream(server, 'octo/compare', { files: { 'keep.txt': 'keep\n', 'edit.txt': 'one\n', 'gone.txt': 'gone\n', 'old-name.txt': 'renamed content, long enough to be found as a rename\n', 'link-later': 'a file\n' } });
+    const base = await upstream.head();
+    const head = await upstream.commit({ 'new/added.txt': 'added\n', 'edit.txt': 'two\n', 'gone.txt': null, 'old-name.txt': null, 'new-name.txt': 'renamed content, long enough to be found as a rename\n', 'link-later': { symlink: 'keep.txt' } });
+    const comparison = await api().compare('octo/compare', base, head);
+    expect(comparison.complete).toBe(true);
+    const byPath = Object.fromEntries(comparison.changes.map((change) => [change.path, change]));
+    expect(Object.keys(byPath).sort()).toEqual(['edit.txt', 'gone.txt', 'link-later', 'new-name.txt', 'new/added.txt']);
+    expect(byPath['new/added.txt']).toMatchObject({ status: 'added', previousPath: null, blobSha: expect.stringMatching(/^[0-9a-f]{40}$/), mode: null });
+    expect(byPath['edit.txt']).toMatchObject({ status: 'modified' });
+    expect(byPath['gone.txt']).toMatchObject({ status: 'removed', blobSha: null });
+    expect(byPath['new-name.txt']).toMatchObject({ status: 'renamed', previousPath: 'old-name.txt' });
+    expect(byPath['link-later']).toMatchObject({ status: 'changed' });
+
+    expect(await api().fileContent('octo/compare', 'edit.txt', head)).toEqual({ content: Buffer.from('two\n'), blobSha: byPath['edit.txt']!.blobSha, kind: 'file' });
+    expect(await api().fileContent('octo/compare', 'link-later', head)).toMatchObject({ content: Buffer.from('keep.txt'), kind: 'symlink' });
+    await expect(api().fileContent('octo/compare', 'gone.txt', head)).rejects.toMatchObject({ failure: 'not-found' });
+    // The other way round the history is not a descendant: the list is not the whole story.
+    expect((await api().compare('octo/compare', head, base)).complete).toBe(false);
+  });
+
   it('reports a missing branch or repository as not found', async () => {
     await createUpstream(server, 'octo/missing');
     await expect(api().branchHead('octo/missing', 'no-such-branch', null)).rejects.toMatchObject({ failure: 'not-found', status: 422 });

@@ -79,6 +79,25 @@ describe('GitLab REST client (gitbeaker) against the documented API', () => {
     await expect(api().branchHead('group/heads', 'gone', null)).rejects.toMatchObject({ failure: 'not-found', status: 404 });
   });
 
+  it('compares two commits with modes (added, modified, removed, renamed, file turned symlink) and reads a file', async () => {
+    const upstream = await createUpstream(server, 'group/compare', { files: { 'edit.txt': 'one\n', 'gone.txt': 'gone\n', 'old-name.txt': 'renamed content, long enough to be found as a rename\n', 'link-later': 'a file\n' } });
+    const base = await upstream.head();
+    const head = await upstream.commit({ 'sub/added.txt': 'added\n', 'edit.txt': 'two\n', 'gone.txt': null, 'old-name.txt': null, 'new-name.txt': 'renamed content, long enough to be found as a rename\n', 'link-later': { symlink: 'edit.txt' } });
+    const comparison = await api().compare('group/compare', base, head);
+    expect(comparison.complete).toBe(true);
+    const byPath = Object.fromEntries(comparison.changes.map((change) => [change.path, change]));
+    expect(byPath['sub/added.txt']).toMatchObject({ status: 'added', mode: '100644' });
+    expect(byPath['edit.txt']).toMatchObject({ status: 'modified', mode: '100644' });
+    expect(byPath['gone.txt']).toMatchObject({ status: 'removed', mode: null });
+    expect(byPath['new-name.txt']).toMatchObject({ status: 'renamed', previousPath: 'old-name.txt' });
+    expect(byPath['link-later']).toMatchObject({ status: 'changed', mode: '120000' });
+    expect(gitlab.requests.at(-1)?.path).toBe('/api/v4/projects/group%2Fcompare/repository/compare');
+
+    const file = await api().fileContent('group/compare', 'sub/added.txt', head);
+    expect(file).toMatchObject({ content: Buffer.from('added\n'), kind: 'file', blobSha: expect.stringMatching(/^[0-9a-f]{40}$/) });
+    await expect(api().fileContent('group/compare', 'gone.txt', head)).rejects.toMatchObject({ failure: 'not-found', status: 404 });
+  });
+
   it('waits out a 429 for its Retry-After, then answers', async () => {
     const upstream = await createUpstream(server, 'group/limited');
     gitlab.rateLimit('sync-bot', 2);

@@ -1,7 +1,10 @@
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/core';
 import type { Logger } from 'pino';
-import { PlatformError, type BranchHead, type CallOptions, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { PlatformError, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+
+/** GitHub lists at most this many files in a comparison. */
+const compareFileLimit = 300;
 
 const ThrottledOctokit = Octokit.plugin(throttling);
 
@@ -88,6 +91,35 @@ export class GithubApi implements GitPlatform {
     if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new PlatformError(`GitHub answered the head of ${name}@${branch} with something that is not a commit id`, 'invalid-answer');
     const returned = response.headers.etag;
     return { changed: true, sha, etag: typeof returned === 'string' ? returned : null };
+  }
+
+  async compare(name: string, base: string, head: string, options: CallOptions = {}): Promise<Comparison> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`comparing ${base.slice(0, 12)}...${head.slice(0, 12)} of ${name}`, options, (request) =>
+      this.octokit.request('GET /repos/{owner}/{repo}/compare/{basehead}', { owner, repo, basehead: `${base}...${head}`, request }),
+    );
+    const files = data.files ?? [];
+    const changes = files.flatMap((file): FileChange[] => {
+      // "copied" is an added file as far as the copy at head goes; "unchanged" changes nothing.
+      const status = file.status === 'copied' ? 'added' : file.status;
+      if (status === 'unchanged') return [];
+      return [{ status, path: file.filename, previousPath: file.previous_filename ?? null, blobSha: status === 'removed' ? null : file.sha || null, mode: null }];
+    });
+    return { changes, complete: (data.status === 'ahead' || data.status === 'identical') && files.length < compareFileLimit };
+  }
+
+  async fileContent(name: string, path: string, ref: string, options: CallOptions = {}): Promise<FileContent> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`reading ${path} at ${ref.slice(0, 12)} of ${name}`, options, (request) =>
+      this.octokit.request('GET /repos/{owner}/{repo}/contents/{path}', { owner, repo, path, ref, request }),
+    );
+    const entry = data as { type?: string; content?: string; encoding?: string; sha?: string; target?: string };
+    if (entry.type === 'symlink' && typeof entry.target === 'string') return { content: Buffer.from(entry.target), blobSha: entry.sha ?? '', kind: 'symlink' };
+    // Files over 1 MB come without content in this media type.
+    if (entry.type !== 'file' || entry.encoding !== 'base64' || typeof entry.content !== 'string' || !entry.sha) {
+      throw new PlatformError(`GitHub gave ${path} of ${name} without its content (type ${entry.type ?? 'unknown'}, encoding ${entry.encoding ?? 'none'})`, 'invalid-answer');
+    }
+    return { content: Buffer.from(entry.content, 'base64'), blobSha: entry.sha, kind: 'file' };
   }
 
   async createWebhook(name: string, hook: { url: string; secret: string }, options: CallOptions = {}): Promise<string> {

@@ -1,9 +1,9 @@
-import { Branches, PersonalAccessTokens, ProjectHooks, Projects, Users } from '@gitbeaker/core';
+import { Branches, PersonalAccessTokens, ProjectHooks, Projects, Repositories, RepositoryFiles, Users } from '@gitbeaker/core';
 import { createRequesterFn, type FormattedResponse, type ResponseBodyTypes } from '@gitbeaker/requester-utils';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { isTimeout, withTimeout } from './githubApi.js';
-import { PlatformError, type BranchHead, type CallOptions, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { PlatformError, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
 export interface GitlabApiOptions {
   /** GITLAB_URL: https://gitlab.com or a self-hosted instance (the API is under /api/v4). */
@@ -71,6 +71,32 @@ export class GitlabApi implements GitPlatform {
       throw new PlatformError(`GitLab answered the head of ${name}@${branch} without a commit id`, 'invalid-answer');
     }
     return { changed: true, sha, etag: null };
+  }
+
+  async compare(name: string, base: string, head: string, options: CallOptions = {}): Promise<Comparison> {
+    // straight=false (the default): from the merge base, like git diff base...head.
+    const result = (await this.call(`comparing ${base.slice(0, 12)}...${head.slice(0, 12)} of ${name}`, options, (config) => new Repositories(config).compare(name, base, head))) as {
+      diffs?: { old_path: string; new_path: string; a_mode: string; b_mode: string; new_file: boolean; renamed_file: boolean; deleted_file: boolean }[];
+      compare_timeout?: boolean;
+    };
+    const changes = (result.diffs ?? []).map((diff): FileChange => {
+      const status = diff.new_file ? 'added' : diff.deleted_file ? 'removed' : diff.renamed_file ? 'renamed' : diff.a_mode !== diff.b_mode ? 'changed' : 'modified';
+      return { status, path: diff.new_path, previousPath: diff.renamed_file ? diff.old_path : null, blobSha: null, mode: diff.deleted_file ? null : diff.b_mode };
+    });
+    return { changes, complete: result.compare_timeout !== true };
+  }
+
+  async fileContent(name: string, path: string, ref: string, options: CallOptions = {}): Promise<FileContent> {
+    const file = (await this.call(`reading ${path} at ${ref.slice(0, 12)} of ${name}`, options, (config) => new RepositoryFiles(config).show(name, path, ref))) as {
+      content?: unknown;
+      encoding?: unknown;
+      blob_id?: unknown;
+    };
+    if (typeof file.content !== 'string' || file.encoding !== 'base64' || typeof file.blob_id !== 'string') {
+      throw new PlatformError(`GitLab gave ${path} of ${name} without its content`, 'invalid-answer');
+    }
+    // GitLab does not say whether the path is a symlink (its content is then the target); the compare's mode does.
+    return { content: Buffer.from(file.content, 'base64'), blobSha: file.blob_id, kind: 'file' };
   }
 
   async createWebhook(name: string, hook: { url: string; secret: string }, options: CallOptions = {}): Promise<string> {

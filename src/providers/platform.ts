@@ -16,6 +16,15 @@ export interface GitPlatform {
    * not moved the platform answers 304 (which costs GitHub's rate limit nothing) and so does this.
    */
   branchHead(name: string, branch: string, etag: string | null, options?: CallOptions): Promise<BranchHead>;
+  /**
+   * What changed from `base` to `head`, file by file, as the platform's compare API lists it.
+   * `complete` is false when the platform cut the list (GitHub lists at most 300 files; GitLab
+   * says compare_timeout) or, on GitHub, `head` does not descend from `base`: then the list
+   * cannot be trusted as the whole difference.
+   */
+  compare(name: string, base: string, head: string, options?: CallOptions): Promise<Comparison>;
+  /** A file's content at a commit (a symlink's content is its target). */
+  fileContent(name: string, path: string, ref: string, options?: CallOptions): Promise<FileContent>;
   /** Creates the repository's webhook (JSON deliveries of the events the service maps, signed with `secret`); returns its id. */
   createWebhook(name: string, hook: { url: string; secret: string }, options?: CallOptions): Promise<string>;
   /** Deletes a webhook this service created; one already gone is no error. */
@@ -49,6 +58,28 @@ export interface RepositoryInfo {
   private: boolean;
   /** Size as the platform reports it, in bytes (GitHub reports KiB). */
   sizeBytes: number;
+}
+
+export interface FileChange {
+  status: 'added' | 'modified' | 'removed' | 'renamed' | 'changed';
+  path: string;
+  /** The path before a rename. */
+  previousPath: string | null;
+  /** The blob at `head` (null when removed, or when the platform does not say). */
+  blobSha: string | null;
+  /** The git mode at `head` (100644, 100755, 120000, 160000) when the platform says (GitLab does, GitHub does not). */
+  mode: string | null;
+}
+
+export interface Comparison {
+  changes: FileChange[];
+  complete: boolean;
+}
+
+export interface FileContent {
+  content: Buffer;
+  blobSha: string;
+  kind: 'file' | 'symlink';
 }
 
 export type BranchHead = { changed: false } | { changed: true; sha: string; etag: string | null };

@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, treeEntry } from './gitDiff.js';
 import { readJson, readText } from './httpBody.js';
 
 /**
@@ -222,6 +223,22 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       const defaultBranch = (await git('git', ['-C', bareDir, 'symbolic-ref', '--short', 'HEAD'])).stdout.trim();
       const sizeKb = Number((await git('du', ['-sk', bareDir])).stdout.split('\t')[0]);
       return answer(200, repositoryJson(owner, repo, defaultBranch, options.privateRepos?.(fullName) ?? false, sizeKb));
+    }
+    const compare = /^\/compare\/(.+)$/.exec(rest);
+    if (compare && req.method === 'GET') {
+      const [baseRef, headRef] = decodeURIComponent(compare[1]!).split('...');
+      const [base, head] = await Promise.all([commitOf(bareDir, baseRef ?? ''), commitOf(bareDir, headRef ?? '')]);
+      if (!base || !head) return answer(404, { message: 'Not Found', documentation_url: `${docs}/commits/commits#compare-two-commits`, status: '404' });
+      return answer(200, await comparisonJson(bareDir, fullName, base, head));
+    }
+    const contents = /^\/contents\/(.+)$/.exec(rest);
+    if (contents && req.method === 'GET') {
+      const filePath = decodeURIComponent(contents[1]!);
+      const ref = await commitOf(bareDir, url.searchParams.get('ref') ?? 'HEAD');
+      const entry = ref && !filePath.split('/').includes('..') ? await treeEntry(bareDir, ref, filePath) : null;
+      // Directories and submodules are not served by this fake (the service reads files).
+      if (!entry || entry.type !== 'blob') return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/contents#get-repository-content`, status: '404' });
+      return answer(200, await contentJson(bareDir, fullName, filePath, ref!, entry));
     }
     const commit = /^\/commits\/(.+)$/.exec(rest);
     if (commit) {
@@ -470,4 +487,89 @@ function repositoryJson(owner: string, repo: string, defaultBranch: string, isPr
     created_at: '2020-01-01T00:00:00Z',
     updated_at: '2020-01-01T00:00:00Z',
   };
+}
+
+/** A commit as the REST API shows it (the `commit` schema). */
+async function commitJson(bareDir: string, fullName: string, sha: string) {
+  const info = await commitInfo(bareDir, sha);
+  const url = `${api}/repos/${fullName}/commits/${sha}`;
+  return {
+    url,
+    sha,
+    node_id: `C_${sha.slice(0, 16)}`,
+    html_url: `https://github.com/${fullName}/commit/${sha}`,
+    comments_url: `${url}/comments`,
+    commit: {
+      url: `${api}/repos/${fullName}/git/commits/${sha}`,
+      author: info.author,
+      committer: info.committer,
+      message: info.message,
+      comment_count: 0,
+      tree: { sha: info.tree, url: `${api}/repos/${fullName}/git/trees/${info.tree}` },
+      verification: { verified: false, reason: 'unsigned', signature: null, payload: null, verified_at: null },
+    },
+    // Commit authors are not matched to accounts here.
+    author: null,
+    committer: null,
+    parents: info.parents.map((parent) => ({ sha: parent, url: `${api}/repos/${fullName}/commits/${parent}`, html_url: `https://github.com/${fullName}/commit/${parent}` })),
+  };
+}
+
+/** "Compare two commits": status, counts, up to 250 commits and at most 300 files (GitHub's limits). */
+async function comparisonJson(bareDir: string, fullName: string, base: string, head: string) {
+  const [ahead, behind, baseOfBoth, changes] = await Promise.all([revCount(bareDir, `${base}..${head}`), revCount(bareDir, `${head}..${base}`), mergeBase(bareDir, base, head), rawDiff(bareDir, base, head)]);
+  const commits = (await revList(bareDir, `${base}..${head}`)).slice(0, 250);
+  const status = ahead === 0 && behind === 0 ? 'identical' : behind === 0 ? 'ahead' : ahead === 0 ? 'behind' : 'diverged';
+  const url = `${api}/repos/${fullName}/compare/${base}...${head}`;
+  const statusOf = (change: (typeof changes)[number]) =>
+    ({ A: 'added', D: 'removed', R: 'renamed', T: 'changed', M: change.oldSha === change.newSha ? 'changed' : 'modified' })[change.status];
+  return {
+    url,
+    html_url: `https://github.com/${fullName}/compare/${base}...${head}`,
+    permalink_url: `https://github.com/${fullName}/compare/${base}...${head}`,
+    diff_url: `https://github.com/${fullName}/compare/${base}...${head}.diff`,
+    patch_url: `https://github.com/${fullName}/compare/${base}...${head}.patch`,
+    base_commit: await commitJson(bareDir, fullName, base),
+    merge_base_commit: await commitJson(bareDir, fullName, baseOfBoth ?? base),
+    status,
+    ahead_by: ahead,
+    behind_by: behind,
+    total_commits: ahead,
+    commits: await Promise.all(commits.map((sha) => commitJson(bareDir, fullName, sha))),
+    files: changes.slice(0, 300).map((change) => ({
+      sha: change.status === 'D' ? change.oldSha : change.newSha,
+      filename: change.path,
+      status: statusOf(change),
+      // Line counts are not computed here (the service does not read them).
+      additions: 0,
+      deletions: 0,
+      changes: 0,
+      blob_url: `https://github.com/${fullName}/blob/${head}/${change.path}`,
+      raw_url: `https://github.com/${fullName}/raw/${head}/${change.path}`,
+      contents_url: `${api}/repos/${fullName}/contents/${change.path}?ref=${head}`,
+      ...(change.previousPath ? { previous_filename: change.previousPath } : {}),
+    })),
+  };
+}
+
+/** "Get repository content" for a file or symlink (base64 content; none over 1 MB, as GitHub does). */
+async function contentJson(bareDir: string, fullName: string, filePath: string, ref: string, entry: { mode: string; sha: string }) {
+  const data = await blob(bareDir, entry.sha);
+  const url = `${api}/repos/${fullName}/contents/${filePath}?ref=${ref}`;
+  const common = {
+    name: filePath.split('/').pop()!,
+    path: filePath,
+    sha: entry.sha,
+    size: data.length,
+    url,
+    git_url: `${api}/repos/${fullName}/git/blobs/${entry.sha}`,
+    html_url: `https://github.com/${fullName}/blob/${ref}/${filePath}`,
+    download_url: `https://raw.githubusercontent.com/${fullName}/${ref}/${filePath}`,
+    _links: { self: url, git: `${api}/repos/${fullName}/git/blobs/${entry.sha}`, html: `https://github.com/${fullName}/blob/${ref}/${filePath}` },
+  };
+  if (entry.mode === '120000') return { type: 'symlink', target: data.toString('utf8'), ...common };
+  const small = data.length <= 1024 * 1024;
+  // GitHub wraps the base64 at 60 characters.
+  const content = small ? (data.toString('base64').match(/.{1,60}/g) ?? []).join('\n') + '\n' : '';
+  return { type: 'file', encoding: small ? 'base64' : 'none', content, ...common };
 }

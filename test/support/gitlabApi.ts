@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { blob, commitInfo, commitOf, mergeBase, rawDiff, revList, treeEntry } from './gitDiff.js';
 import { readJson, readText } from './httpBody.js';
 
 /**
@@ -139,6 +140,53 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
       }
       if (!sha) return answer(404, { message: '404 Branch Not Found' });
       return answer(200, { name: branch, merged: false, protected: false, default: false, developers_can_push: false, developers_can_merge: false, can_push: true, web_url: `https://gitlab.com/${fullPath}/-/tree/${branch}`, commit: { id: sha, short_id: sha.slice(0, 8), title: 'commit', message: 'commit', parent_ids: [], created_at: '2026-01-01T00:00:00.000+00:00' } });
+    }
+    if (rest[2] === 'repository' && rest[3] === 'compare' && rest.length === 4 && req.method === 'GET') {
+      const [base, head] = await Promise.all([commitOf(bareDir, url.searchParams.get('from') ?? ''), commitOf(bareDir, url.searchParams.get('to') ?? '')]);
+      if (!base || !head) return answer(404, { message: '404 Ref Not Found' });
+      // straight=false (the default): from the merge base, as git diff base...head.
+      const from = url.searchParams.get('straight') === 'true' ? base : ((await mergeBase(bareDir, base, head)) ?? base);
+      const changes = await rawDiff(bareDir, from, head);
+      const mode = (value: string) => (/^0+$/.test(value) ? '0' : value);
+      return answer(200, {
+        commit: await commitJson(bareDir, fullPath, head),
+        commits: await Promise.all((await revList(bareDir, `${from}..${head}`)).map((sha) => commitJson(bareDir, fullPath, sha))),
+        diffs: changes.map((change) => ({
+          old_path: change.previousPath ?? change.path,
+          new_path: change.path,
+          a_mode: mode(change.oldMode),
+          b_mode: mode(change.newMode),
+          new_file: change.status === 'A',
+          renamed_file: change.status === 'R',
+          deleted_file: change.status === 'D',
+          // Patches are not computed here (the service does not read them).
+          diff: '',
+        })),
+        compare_timeout: false,
+        compare_same_ref: base === head,
+        web_url: `https://gitlab.com/${fullPath}/-/compare/${base}...${head}`,
+      });
+    }
+    if (rest[2] === 'repository' && rest[3] === 'files' && rest[4] && rest.length === 5 && req.method === 'GET') {
+      const filePath = rest[4];
+      const ref = await commitOf(bareDir, url.searchParams.get('ref') ?? '');
+      if (!ref) return answer(400, { error: 'ref is missing' });
+      const entry = filePath.split('/').includes('..') ? null : await treeEntry(bareDir, ref, filePath);
+      if (!entry || entry.type !== 'blob') return answer(404, { message: '404 File Not Found' });
+      const data = await blob(bareDir, entry.sha);
+      return answer(200, {
+        file_name: filePath.split('/').pop(),
+        file_path: filePath,
+        size: data.length,
+        encoding: 'base64',
+        content_sha256: createHash('sha256').update(data).digest('hex'),
+        ref: url.searchParams.get('ref'),
+        blob_id: entry.sha,
+        commit_id: ref,
+        last_commit_id: ref,
+        execute_filemode: entry.mode === '100755',
+        content: data.toString('base64'),
+      });
     }
     if (rest[2] === 'hooks') {
       // Hooks need the Maintainer role: 403 otherwise.
@@ -323,5 +371,25 @@ function hookJson(fullPath: string, hook: FakeGitlabHook) {
     note_events: false,
     enable_ssl_verification: hook.enable_ssl_verification,
     created_at: '2026-01-01T00:00:00.000Z',
+  };
+}
+
+/** A commit as GitLab's API shows it (dates keep their offsets, unlike GitHub's). */
+async function commitJson(bareDir: string, fullPath: string, sha: string) {
+  const info = await commitInfo(bareDir, sha);
+  return {
+    id: sha,
+    short_id: sha.slice(0, 8),
+    title: info.message.split('\n')[0],
+    message: info.message,
+    author_name: info.author.name,
+    author_email: info.author.email,
+    authored_date: info.author.date,
+    committer_name: info.committer.name,
+    committer_email: info.committer.email,
+    committed_date: info.committer.date,
+    created_at: info.committer.date,
+    parent_ids: info.parents,
+    web_url: `https://gitlab.com/${fullPath}/-/commit/${sha}`,
   };
 }
