@@ -197,6 +197,15 @@ function recoveryLog(server: ServerProcess): Record<string, unknown> | undefined
   return server.logs().find((record) => record.msg === 'recovered from an unclean stop');
 }
 
+/**
+ * The recovery record, once the server has written it: logs go to stderr, the readiness the
+ * start waits for comes another way, and on a loaded machine the stderr pipe is read later.
+ */
+async function recovered(server: ServerProcess): Promise<Record<string, unknown> | undefined> {
+  await server.waitForLine('stderr', (line) => line.includes('"recovered from an unclean stop"'), 15_000).catch(() => undefined);
+  return recoveryLog(server);
+}
+
 // Each scenario starts the server (a node process) two or three times: slow on a loaded machine.
 describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
   it('a FULL re-clone killed mid-transfer leaves the last good copy intact; the restart removes the partial clone and finishes the run', async () => {
@@ -240,7 +249,7 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
     gitServer.setFault(name, null);
     server = await serve(w);
     expect(await exists(path.join(w.dataDir, 'tmp', partial!))).toBe(false);
-    expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+    expect(await recovered(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
 
     // The same run was queued again and completes.
     await expectRequeuedRunFinished(w, { runId, repositoryId, copy, strategy: 'FULL', sha: sha2 });
@@ -282,7 +291,7 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
 
     gitServer.setFault(name, null);
     server = await serve(w);
-    expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+    expect(await recovered(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
 
     await expectRequeuedRunFinished(w, { runId, repositoryId, copy, strategy: 'INCREMENTAL', sha: sha2 });
     expect(await readFile(path.join(copy, 'src/a.ts'), 'utf8')).toBe('export const a = 2;\n');
@@ -380,7 +389,7 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
       expect((await first.waitForExit(15_000)).signal).toBe('SIGKILL');
       const finished = await waitFor('the run to be taken over and finished', () => runRow(w.db, initial!.id), (run) => run.status === 'SUCCEEDED', 60_000);
       expect(finished.claimedBy).toMatch(new RegExp(`^${second.pid}-`));
-      expect(recoveryLog(second)).toMatchObject({ requeuedRuns: 1 });
+      expect(await recovered(second)).toMatchObject({ requeuedRuns: 1 });
       const head = await upstream.head();
       expect(await repositoryRow(w.db, repositoryId)).toEqual({ status: 'SYNCED', lastCommitSha: head });
       expect(await runsOf(w.db, repositoryId)).toHaveLength(1);
@@ -419,7 +428,7 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
       server = await startServer({ dataDir, env: { REPOLENS_SCHEDULER_INTERVAL_MS: '0' } });
       // Not a first start: no new token is printed, and the old one still works.
       expect(server.stdout().join('\n')).not.toMatch(/rls_/);
-      expect(recoveryLog(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
+      expect(await recovered(server)).toMatchObject({ requeuedRuns: 1, outdatedRepositories: 1 });
       const restarted = new TestClient(server.url, token!);
       const deadline = Date.now() + 60_000;
       let state: { status: string; lastCommitSha: string | null } | null = null;
