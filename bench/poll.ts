@@ -25,7 +25,7 @@ const workers = 4;
 export async function poll1000(ctx: BenchContext): Promise<BenchResult> {
   const repositoryCount = ctx.scale(1000);
   const token = `ghp_${randomBytes(18).toString('hex')}`;
-  const github = await startFakeGithub({ gitRoot: ctx.git.root, tokens: { [token]: { login: 'bench' , scopes: ['repo'] } }, tokenLimit: 1_000_000 });
+  const github = await startFakeGithub({ gitRoot: ctx.git.root, tokens: { [token]: { login: 'bench', scopes: ['repo'] } }, tokenLimit: 1_000_000 });
   const limits = { SYNC_CONCURRENCY: String(workers), SYNC_HOST_CONCURRENCY: String(workers), GITHUB_API_URL: github.url };
   const [service, urls] = await Promise.all([
     Service.start(path.join(ctx.workDir, 'poll-service'), { ...limits, REPOLENS_SCHEDULER_INTERVAL_MS: '0' }),
