@@ -28,7 +28,7 @@ export interface RunDependencies {
   resolveAuth(repository: Repository): Promise<GitAuth | undefined>;
   /** Re-checks the repository's host right before git connects (DNS may have changed). */
   assertHostAllowed(url: string): Promise<void>;
-  /** The platform API (GitHub) that can answer a scheduled CHECK for this repository with its credential, if any. */
+  /** The platform API (GitHub, GitLab) that can answer a scheduled CHECK for this repository with its credential, if any. */
   platformFor(repository: Repository, auth: GitAuth | undefined): GitPlatform | null;
 }
 
@@ -239,7 +239,7 @@ async function indexCommit(
   let warning: string | null;
   let summary: string;
   try {
-    // The phase is announced only when there is something to index (one metadata read decides).
+    // The phase is announced only when there is something to index (what the claim read, else one metadata read, decides).
     const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, {
       signal,
       ...(indexed !== undefined ? { known: indexed } : {}),
