@@ -99,7 +99,7 @@ describe('GitHub OAuth', () => {
     const forged = await fetch(`${testApp.url}/oauth/github/callback?code=abc&state=${randomBytes(32).toString('base64url')}`, { redirect: 'manual' });
     expect(forged.status).toBe(400);
 
-    const { authorizeUrl, state } = await start('GITHUB');
+    const { authorizeUrl } = await start('GITHUB');
     await testApp.app.db.prisma.oAuthState.updateMany({ data: { expiresAt: new Date(Date.now() - 1000) } });
     const { response } = await authorize(authorizeUrl);
     expect(response.status).toBe(400);
@@ -107,7 +107,6 @@ describe('GitHub OAuth', () => {
     const other = await start('GITHUB');
     const wrongProvider = await fetch(`${testApp.url}/oauth/gitlab/callback?code=abc&state=${other.state}`, { redirect: 'manual' });
     expect(wrongProvider.status).toBe(400);
-    expect(state).not.toBe(other.state);
     expect(await testApp.app.db.prisma.credential.count()).toBe(before);
   });
 

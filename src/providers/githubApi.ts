@@ -1,7 +1,7 @@
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/core';
 import type { Logger } from 'pino';
-import { PlatformError, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
 /** GitHub lists at most this many files in a comparison. */
 const compareFileLimit = 300;
@@ -152,7 +152,7 @@ export class GithubApi implements GitPlatform {
     }
   }
 
-  /** One call with the timeout applied, its failure turned into a PlatformError without secrets. */
+  /** One call with the caller's signal, its failure turned into a PlatformError without secrets (time limits are per attempt, in `fetch`). */
   private async call<T>(what: string, options: CallOptions, send: (request: { signal?: AbortSignal }) => Promise<T>): Promise<T> {
     try {
       return await send(options.signal ? { signal: options.signal } : {});
@@ -160,20 +160,6 @@ export class GithubApi implements GitPlatform {
       throw platformError(`GitHub API, ${what}`, error);
     }
   }
-}
-
-/** `signal` (the caller's, if any) joined with a time limit of its own. */
-export function withTimeout(signal: AbortSignal | null | undefined, timeoutMs: number): AbortSignal {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
-}
-
-/** An attempt that ran out of time (fetch rejects with the timeout signal's TimeoutError, possibly wrapped). */
-export function isTimeout(error: unknown): boolean {
-  for (let cause = error as { name?: string; cause?: unknown } | undefined, depth = 0; cause && depth < 5; cause = cause.cause as typeof cause, depth++) {
-    if (cause.name === 'TimeoutError') return true;
-  }
-  return false;
 }
 
 function ownerAndRepo(name: string): { owner: string; repo: string } {

@@ -2,8 +2,7 @@ import { Branches, PersonalAccessTokens, ProjectHooks, Projects, Repositories, R
 import { createRequesterFn, type FormattedResponse, type ResponseBodyTypes } from '@gitbeaker/requester-utils';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { isTimeout, withTimeout } from './githubApi.js';
-import { PlatformError, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
 export interface GitlabApiOptions {
   /** GITLAB_URL: https://gitlab.com or a self-hosted instance (the API is under /api/v4). */
@@ -131,6 +130,8 @@ export class GitlabApi implements GitPlatform {
       ...(this.options.token ? { oauthToken: this.options.token } : {}),
       // Timeouts are per attempt, in the handler below (gitbeaker's would span the rate-limit waits).
       queryTimeout: 0,
+      // Client-side limiters are gitbeaker's default handler's; ours never asks them, so none are built per call.
+      rateLimits: {},
       requesterFn: createRequesterFn(async (_service, requestOptions) => requestOptions, (endpoint, requestOptions) => this.request(endpoint, requestOptions as unknown as RequestOptions, options.signal)),
     };
     try {

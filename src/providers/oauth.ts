@@ -6,8 +6,7 @@ import type { Credential, Provider } from '../generated/prisma/client.js';
 import { encodeGlobalId } from '../schema/globalId.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
-import { withTimeout } from './githubApi.js';
-import { PlatformError } from './platform.js';
+import { PlatformError, withTimeout } from './platform.js';
 import type { Platforms } from './platforms.js';
 
 type OAuthProvider = Exclude<Provider, 'GIT'>;
@@ -53,8 +52,8 @@ export class OAuthService {
   ) {}
 
   async start(tenantId: string, provider: Provider, redirectUri: string): Promise<{ authorizeUrl: string; state: string }> {
+    if (provider === 'GIT') throw new BadUserInputError('OAuth is for GITHUB and GITLAB; a plain git host takes addCredential');
     const app = this.app(provider);
-    if (provider === 'GIT') throw new BadUserInputError('OAuth is for GITHUB and GITLAB');
     checkRedirectUri(redirectUri);
     const state = randomBytes(32).toString('base64url');
     const verifier = provider === 'GITLAB' ? randomBytes(32).toString('base64url') : null;
@@ -220,8 +219,7 @@ export class OAuthService {
     };
   }
 
-  private app(provider: Provider): { clientId: string; clientSecret: string } {
-    if (provider === 'GIT') throw new BadUserInputError('OAuth is for GITHUB and GITLAB; a plain git host takes addCredential');
+  private app(provider: OAuthProvider): { clientId: string; clientSecret: string } {
     const app = this.config.oauth[provider];
     if (!app) throw new BadUserInputError(`OAuth with ${provider} is not configured (${provider}_CLIENT_ID and ${provider}_CLIENT_SECRET)`);
     return app;

@@ -97,3 +97,17 @@ export class PlatformError extends Error {
     this.name = 'PlatformError';
   }
 }
+
+/** `signal` (the caller's, if any) joined with a time limit of its own. */
+export function withTimeout(signal: AbortSignal | null | undefined, timeoutMs: number): AbortSignal {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/** An attempt that ran out of time (fetch rejects with the timeout signal's TimeoutError, possibly wrapped). */
+export function isTimeout(error: unknown): boolean {
+  for (let cause = error as { name?: string; cause?: unknown } | undefined, depth = 0; cause && depth < 5; cause = cause.cause as typeof cause, depth++) {
+    if (cause.name === 'TimeoutError') return true;
+  }
+  return false;
+}

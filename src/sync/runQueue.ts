@@ -35,7 +35,7 @@ export interface ClaimedRun {
   run: SyncRun;
   repository: Repository;
   /** The commits metadata and graph were indexed at, as the claim read them (null: never indexed). */
-  indexed?: IndexedCommits | null;
+  indexed: IndexedCommits | null;
 }
 
 export interface IndexedCommits {

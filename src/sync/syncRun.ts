@@ -77,7 +77,7 @@ async function sync(
   run: SyncRun,
   recorder: RunRecorder,
   signal: AbortSignal,
-  indexed?: IndexedCommits | null,
+  indexed: IndexedCommits | null,
 ): Promise<RunResult> {
   const { prisma, copies } = deps;
   // The claim wrote the CHECKING phase.
@@ -163,7 +163,7 @@ async function sync(
   }
 
   await followBranch(prisma, repository, result.branch);
-  const indexWarning = await indexCommit(deps, repository, result.head, recorder, signal);
+  const indexWarning = await indexCommit(deps, repository, result.head, recorder, signal, indexed);
   const archived = await archiveCommit(deps, repository, result.head, recorder, signal);
   const finishedAt = new Date();
   const changed = result.head !== repository.lastCommitSha;
@@ -233,7 +233,7 @@ async function indexCommit(
   commitSha: string,
   recorder: RunRecorder,
   signal: AbortSignal,
-  indexed?: IndexedCommits | null,
+  indexed: IndexedCommits | null,
 ): Promise<string | null> {
   let started = false;
   let warning: string | null;
@@ -242,7 +242,7 @@ async function indexCommit(
     // The phase is announced only when there is something to index (what the claim read, else one metadata read, decides).
     const outcome = await deps.indexer.index(repository.id, deps.copies.pathOf(repository.id), commitSha, {
       signal,
-      ...(indexed !== undefined ? { known: indexed } : {}),
+      known: indexed,
       onStart: () => {
         started = true;
         recorder.announce('INDEXING');
