@@ -168,7 +168,7 @@ describe('code graph and metadata (Neo4j)', () => {
     expect(byLanguage.TypeScript!.bytes).toBeGreaterThan(20_000);
     expect(metadata.linesOfCode).toBe(metadata.languages.reduce((sum, share) => sum + share.lines, 0));
     expect(metadata.fileCount).toBe(Object.keys(fixture).length);
-    const bytes = Object.values(fixture).reduce((sum, content) => sum + Buffer.byteLength(typeof content === 'string' ? content : content!.symlink), 0);
+    const bytes = Object.values(fixture).reduce((sum, content) => sum + Buffer.byteLength(typeof content === 'string' ? content : ('symlink' in content! ? content.symlink : content!.executable)), 0);
     expect(metadata.totalBytes).toBe(bytes);
     expect(metadata.readmePath).toBe('README.md');
     expect(metadata.license).toBe('MIT');

@@ -1,11 +1,17 @@
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import pino from 'pino';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GithubApi } from '../src/providers/githubApi.js';
 import { createUpstream } from './support/gitFixtures.js';
 import { startFakeGithub, type FakeGithub } from './support/githubApi.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
+
+const exec = promisify(execFile);
 
 // The GitHub fake is held to GitHub's published OpenAPI description
 // (@octokit/openapi, api.github.com): every answer it gives to the requests
@@ -146,6 +152,20 @@ describe('the GitHub fake against api.github.com\'s OpenAPI description', () => 
     await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/dir/file.txt?ref=${ref}` }, 200);
     await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/link?ref=${ref}` }, 200);
     await check('/repos/{owner}/{repo}/contents/{path}', 'get', { url: `/repos/octo/spec-contents/contents/missing.txt?ref=${ref}` }, 404);
+  });
+
+  it('GET /repos/{owner}/{repo}/git/trees/{tree_sha}: 200 (git-tree with blobs, trees and a symlink), 404; compare dates are UTC', async () => {
+    const upstream = await createUpstream(server, 'octo/spec-trees', { files: { 'dir/file.txt': 'content\n' } });
+    const head = await upstream.commit({ link: { symlink: 'dir/file.txt' }, 'bin/run': { executable: '#!/bin/sh\n' } }, 'zoned', undefined, { author: '+0530', committer: '-0800' });
+    const tree = (await exec('git', ['-C', upstream.bareDir, 'rev-parse', `${head}^{tree}`])).stdout.trim();
+    await check('/repos/{owner}/{repo}/git/trees/{tree_sha}', 'get', { url: `/repos/octo/spec-trees/git/trees/${tree}` }, 200);
+    await check('/repos/{owner}/{repo}/git/trees/{tree_sha}', 'get', { url: `/repos/octo/spec-trees/git/trees/${'e'.repeat(40)}` }, 404);
+    const entries = await new GithubApi({ baseUrl: github.url, token: TOKEN, timeoutMs: 10_000, maxRateLimitWaitS: 0, logger: pino({ level: 'silent' }) }).treeEntries('octo/spec-trees', tree);
+    expect(entries.map((entry) => `${entry.mode} ${entry.type} ${entry.name}`).sort()).toEqual(['040000 tree bin', '040000 tree dir', '120000 blob link']);
+    const comparison = (await (await fetch(`${github.url}/repos/octo/spec-trees/compare/${head}~1...${head}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      commits: { commit: { author: { date: string }; committer: { date: string } } }[];
+    };
+    expect(comparison.commits[0]!.commit.author.date).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   });
 
   it('hooks: POST 201 (hook) and 422 on a duplicate, GET 200, DELETE 204 and then 404', async () => {

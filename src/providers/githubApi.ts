@@ -1,7 +1,7 @@
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/core';
 import type { Logger } from 'pino';
-import { isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { countingFetch, isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner, type TreeEntry } from './platform.js';
 
 /** GitHub lists at most this many files in a comparison. */
 const compareFileLimit = 300;
@@ -32,9 +32,12 @@ export interface GithubApiOptions {
 export class GithubApi implements GitPlatform {
   readonly provider = 'GITHUB' as const;
   private readonly octokit: InstanceType<typeof ThrottledOctokit>;
+  private readonly fetch: typeof fetch;
 
   constructor(private readonly options: GithubApiOptions) {
     const { logger, maxRateLimitWaitS } = options;
+    // Each attempt has its own time limit; a rate-limit wait between attempts does not count against it.
+    this.fetch = (url, init) => fetch(url, { ...init, signal: withTimeout(init?.signal, options.timeoutMs) });
     const onLimit = (kind: string) => (retryAfter: number, request: { method: string; url: string }, _octokit: unknown, retryCount: number) => {
       const wait = retryAfter <= maxRateLimitWaitS && retryCount < 3;
       logger.warn({ method: request.method, url: request.url, retryAfterS: retryAfter, retrying: wait }, `GitHub ${kind} rate limit reached`);
@@ -47,8 +50,7 @@ export class GithubApi implements GitPlatform {
       // Octokit's own messages (deprecations, retries) go to our log, below warnings.
       log: { debug: () => undefined, info: () => undefined, warn: (message: string) => logger.debug({ message }, 'octokit'), error: (message: string) => logger.debug({ message }, 'octokit') },
       throttle: { onRateLimit: onLimit('primary'), onSecondaryRateLimit: onLimit('secondary') },
-      // Each attempt has its own time limit; a rate-limit wait between attempts does not count against it.
-      request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: withTimeout(init.signal, options.timeoutMs) }) },
+      request: { fetch: this.fetch },
     });
   }
 
@@ -105,7 +107,33 @@ export class GithubApi implements GitPlatform {
       if (status === 'unchanged') return [];
       return [{ status, path: file.filename, previousPath: file.previous_filename ?? null, blobSha: status === 'removed' ? null : file.sha || null, mode: null }];
     });
-    return { changes, complete: (data.status === 'ahead' || data.status === 'identical') && files.length < compareFileLimit };
+    // The head is the last of the commits listed (at most 250: past that it may be left out).
+    const last = data.commits.find((commit) => commit.sha === head);
+    const headCommit: CommitDescription | null = last
+      ? {
+          sha: last.sha,
+          treeSha: last.commit.tree.sha,
+          parents: last.parents.map((parent) => parent.sha),
+          author: person(last.commit.author),
+          committer: person(last.commit.committer),
+          message: last.commit.message,
+          signed: typeof last.commit.verification?.signature === 'string',
+        }
+      : null;
+    return { changes, complete: (data.status === 'ahead' || data.status === 'identical') && files.length < compareFileLimit, headCommit };
+  }
+
+  async treeEntries(name: string, treeSha: string, options: CallOptions = {}): Promise<TreeEntry[]> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`reading tree ${treeSha.slice(0, 12)} of ${name}`, options, (request) =>
+      this.octokit.request('GET /repos/{owner}/{repo}/git/trees/{tree_sha}', { owner, repo, tree_sha: treeSha, request }),
+    );
+    if (data.truncated) throw new PlatformError(`GitHub cut the listing of tree ${treeSha} of ${name}`, 'invalid-answer');
+    return data.tree.flatMap((entry): TreeEntry[] =>
+      entry.path && entry.mode && entry.sha && (entry.type === 'blob' || entry.type === 'tree' || entry.type === 'commit')
+        ? [{ name: entry.path, mode: entry.mode, type: entry.type, sha: entry.sha }]
+        : [],
+    );
   }
 
   async fileContent(name: string, path: string, ref: string, options: CallOptions = {}): Promise<FileContent> {
@@ -153,13 +181,18 @@ export class GithubApi implements GitPlatform {
   }
 
   /** One call with the caller's signal, its failure turned into a PlatformError without secrets (time limits are per attempt, in `fetch`). */
-  private async call<T>(what: string, options: CallOptions, send: (request: { signal?: AbortSignal }) => Promise<T>): Promise<T> {
+  private async call<T>(what: string, options: CallOptions, send: (request: { signal?: AbortSignal; fetch?: typeof fetch }) => Promise<T>): Promise<T> {
     try {
-      return await send(options.signal ? { signal: options.signal } : {});
+      return await send({ ...(options.signal ? { signal: options.signal } : {}), ...(options.onReceived ? { fetch: countingFetch(this.fetch, options.onReceived) } : {}) });
     } catch (error) {
       throw platformError(`GitHub API, ${what}`, error);
     }
   }
+}
+
+/** A commit's author or committer as the API gives it (GitHub gives dates in UTC: the offset is lost). */
+function person(who: { name?: string; email?: string; date?: string } | null | undefined): CommitDescription['author'] {
+  return { name: who?.name ?? '', email: who?.email ?? '', date: who?.date ?? '' };
 }
 
 function ownerAndRepo(name: string): { owner: string; repo: string } {

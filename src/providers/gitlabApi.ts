@@ -2,7 +2,7 @@ import { Branches, PersonalAccessTokens, ProjectHooks, Projects, Repositories, R
 import { createRequesterFn, type FormattedResponse, type ResponseBodyTypes } from '@gitbeaker/requester-utils';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { countingFetch, isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
 export interface GitlabApiOptions {
   /** GITLAB_URL: https://gitlab.com or a self-hosted instance (the API is under /api/v4). */
@@ -73,16 +73,34 @@ export class GitlabApi implements GitPlatform {
   }
 
   async compare(name: string, base: string, head: string, options: CallOptions = {}): Promise<Comparison> {
-    // straight=false (the default): from the merge base, like git diff base...head.
-    const result = (await this.call(`comparing ${base.slice(0, 12)}...${head.slice(0, 12)} of ${name}`, options, (config) => new Repositories(config).compare(name, base, head))) as {
+    // straight=true: base against head directly (git diff base head), so the list is the whole
+    // difference even when head does not descend from base (a rewritten history).
+    const result = (await this.call(`comparing ${base.slice(0, 12)}..${head.slice(0, 12)} of ${name}`, options, (config) =>
+      new Repositories(config).compare(name, base, head, { straight: true }),
+    )) as {
       diffs?: { old_path: string; new_path: string; a_mode: string; b_mode: string; new_file: boolean; renamed_file: boolean; deleted_file: boolean }[];
       compare_timeout?: boolean;
+      commit?: GitlabCommit | null;
     };
     const changes = (result.diffs ?? []).map((diff): FileChange => {
       const status = diff.new_file ? 'added' : diff.deleted_file ? 'removed' : diff.renamed_file ? 'renamed' : diff.a_mode !== diff.b_mode ? 'changed' : 'modified';
       return { status, path: diff.new_path, previousPath: diff.renamed_file ? diff.old_path : null, blobSha: null, mode: diff.deleted_file ? null : diff.b_mode };
     });
-    return { changes, complete: result.compare_timeout !== true };
+    const commit = result.commit;
+    const headCommit: CommitDescription | null =
+      commit && commit.id === head
+        ? {
+            sha: commit.id,
+            treeSha: null,
+            parents: commit.parent_ids ?? [],
+            author: { name: commit.author_name ?? '', email: commit.author_email ?? '', date: commit.authored_date ?? '' },
+            committer: { name: commit.committer_name ?? '', email: commit.committer_email ?? '', date: commit.committed_date ?? '' },
+            message: commit.message ?? '',
+            // Compare does not say; a signed commit's object is then not rebuilt, and the DELTA falls back.
+            signed: false,
+          }
+        : null;
+    return { changes, complete: result.compare_timeout !== true, headCommit };
   }
 
   async fileContent(name: string, path: string, ref: string, options: CallOptions = {}): Promise<FileContent> {
@@ -132,7 +150,7 @@ export class GitlabApi implements GitPlatform {
       queryTimeout: 0,
       // Client-side limiters are gitbeaker's default handler's; ours never asks them, so none are built per call.
       rateLimits: {},
-      requesterFn: createRequesterFn(async (_service, requestOptions) => requestOptions, (endpoint, requestOptions) => this.request(endpoint, requestOptions as unknown as RequestOptions, options.signal)),
+      requesterFn: createRequesterFn(async (_service, requestOptions) => requestOptions, (endpoint, requestOptions) => this.request(endpoint, requestOptions as unknown as RequestOptions, options)),
     };
     try {
       return await send(config);
@@ -141,11 +159,12 @@ export class GitlabApi implements GitPlatform {
     }
   }
 
-  private async request(endpoint: string, options: RequestOptions, signal: AbortSignal | undefined): Promise<FormattedResponse> {
+  private async request(endpoint: string, options: RequestOptions, { signal, onReceived }: CallOptions): Promise<FormattedResponse> {
+    const send = onReceived ? countingFetch(fetch, onReceived) : fetch;
     const url = new URL(endpoint, options.prefixUrl.endsWith('/') ? options.prefixUrl : `${options.prefixUrl}/`);
     if (options.searchParams) url.search = options.searchParams;
     for (let attempt = 0; ; attempt++) {
-      const response = await fetch(url, { method: options.method, headers: options.headers, body: options.body ?? null, signal: withTimeout(signal, this.options.timeoutMs) });
+      const response = await send(url, { method: options.method, headers: options.headers, body: options.body ?? null, signal: withTimeout(signal, this.options.timeoutMs) });
       const headers = Object.fromEntries(response.headers.entries());
       if (response.ok) {
         const type = (headers['content-type'] ?? '').split(';')[0]!.trim();
@@ -162,6 +181,19 @@ export class GitlabApi implements GitPlatform {
       throw new GitlabHttpError(response.status, messageOf(text) || `HTTP ${response.status}`, headers);
     }
   }
+}
+
+/** A commit as GitLab's compare describes its head (dates keep the author's offset). */
+interface GitlabCommit {
+  id: string;
+  parent_ids?: string[];
+  author_name?: string;
+  author_email?: string;
+  authored_date?: string;
+  committer_name?: string;
+  committer_email?: string;
+  committed_date?: string;
+  message?: string;
 }
 
 type ResourceConfig = ConstructorParameters<typeof Users>[0];

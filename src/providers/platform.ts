@@ -19,12 +19,18 @@ export interface GitPlatform {
   /**
    * What changed from `base` to `head`, file by file, as the platform's compare API lists it.
    * `complete` is false when the platform cut the list (GitHub lists at most 300 files; GitLab
-   * says compare_timeout) or, on GitHub, `head` does not descend from `base`: then the list
-   * cannot be trusted as the whole difference.
+   * says compare_timeout) or, on GitHub, `head` does not descend from `base` (GitHub compares
+   * from the merge base; GitLab is asked for the straight difference): then the list is not the
+   * whole difference from `base`.
    */
   compare(name: string, base: string, head: string, options?: CallOptions): Promise<Comparison>;
   /** A file's content at a commit (a symlink's content is its target). */
   fileContent(name: string, path: string, ref: string, options?: CallOptions): Promise<FileContent>;
+  /**
+   * The entries of one tree object (GitHub's Git Trees API, not recursive): how a DELTA learns
+   * the exact modes the compare API leaves out. GitLab's compare gives the modes, so it has none.
+   */
+  treeEntries?(name: string, treeSha: string, options?: CallOptions): Promise<TreeEntry[]>;
   /** Creates the repository's webhook (JSON deliveries of the events the service maps, signed with `secret`); returns its id. */
   createWebhook(name: string, hook: { url: string; secret: string }, options?: CallOptions): Promise<string>;
   /** Deletes a webhook this service created; one already gone is no error. */
@@ -45,6 +51,8 @@ export function mayManageHooks(provider: Provider, scopes: readonly string[]): b
 
 export interface CallOptions {
   signal?: AbortSignal;
+  /** Told the size of each answer's body as it arrives (what a DELTA reports as bytes received). */
+  onReceived?: (bytes: number) => void;
 }
 
 export interface TokenOwner {
@@ -74,6 +82,35 @@ export interface FileChange {
 export interface Comparison {
   changes: FileChange[];
   complete: boolean;
+  /** The head commit as the comparison describes it; null when its list of commits left it out. */
+  headCommit: CommitDescription | null;
+}
+
+/** A person line of a commit as an API gives it: the date is ISO 8601, with the offset (GitLab) or in UTC (GitHub). */
+export interface CommitPerson {
+  name: string;
+  email: string;
+  date: string;
+}
+
+/** A commit as a platform's API describes it: enough, with the tree, to write the commit object again. */
+export interface CommitDescription {
+  sha: string;
+  /** GitHub says; GitLab does not. */
+  treeSha: string | null;
+  parents: string[];
+  author: CommitPerson;
+  committer: CommitPerson;
+  message: string;
+  /** The commit is signed: its object holds a signature the API description cannot give back exactly. */
+  signed: boolean;
+}
+
+export interface TreeEntry {
+  name: string;
+  mode: string;
+  type: 'blob' | 'tree' | 'commit';
+  sha: string;
 }
 
 export interface FileContent {
@@ -110,4 +147,24 @@ export function isTimeout(error: unknown): boolean {
     if (cause.name === 'TimeoutError') return true;
   }
   return false;
+}
+
+/**
+ * `fetch` that tells `onReceived` how many bytes each answer's body held (as
+ * they arrive, after any content decoding): what an API transfer costs.
+ */
+export function countingFetch(base: typeof fetch, onReceived: (bytes: number) => void): typeof fetch {
+  return async (url, init) => {
+    const response = await base(url, init);
+    if (!response.body || [101, 204, 205, 304].includes(response.status)) return response;
+    const counted = response.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          onReceived(chunk.byteLength);
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(counted, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
 }

@@ -25,6 +25,8 @@ export interface GitCallOptions {
   stdin?: Readable;
   /** Receives git's standard output as it comes, with backpressure (the result's stdout is then empty). */
   stdout?: Writable;
+  /** Variables for this command only (GIT_INDEX_FILE for a scratch index). */
+  env?: Record<string, string>;
 }
 
 export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
@@ -88,7 +90,7 @@ function buildEnvironment(options: GitCallOptions): Record<string, string> {
     env.REPOLENS_GIT_USERNAME = options.auth.username;
     env.REPOLENS_GIT_PASSWORD = options.auth.password;
   }
-  Object.assign(env, {
+  Object.assign(env, options.env ?? {}, {
     GIT_TERMINAL_PROMPT: '0',
     GIT_ASKPASS: '/bin/false',
     GIT_CONFIG_NOSYSTEM: '1',

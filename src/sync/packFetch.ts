@@ -22,6 +22,8 @@ export interface FetchPackOptions {
   want: string;
   /** Commits the copy has (its head): the server leaves out what they reach. */
   haves: string[];
+  /** Commits whose parents the copy lacks (.git/shallow): the server must not count their history as had. */
+  shallows?: string[];
   auth?: GitAuth;
   signal: AbortSignal;
   onProgress?: (progress: GitProgress) => void;
@@ -75,6 +77,7 @@ export async function fetchPack(git: Git, url: string, options: FetchPackOptions
     pkt('thin-pack\n'),
     pkt('ofs-delta\n'),
     pkt(`want ${options.want}\n`),
+    ...(options.shallows ?? []).map((sha) => pkt(`shallow ${sha}\n`)),
     ...options.haves.map((have) => pkt(`have ${have}\n`)),
     pkt('done\n'),
     flushPkt,

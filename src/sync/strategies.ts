@@ -1,4 +1,6 @@
 import type { WorkingCopies } from '../storage/workingCopies.js';
+import type { GitPlatform } from '../providers/platform.js';
+import { DeltaUnavailable, shallowCommits, writeDeltaObjects } from './delta.js';
 import { fetchPack } from './packFetch.js';
 import { speaksProtocolV2 } from './remote.js';
 import { GitError, parseReceivedBytes, parseUpdatedFiles, type Git, type GitAuth, type GitProgress } from './git.js';
@@ -30,9 +32,17 @@ export interface StrategyResult {
   bytesReceived: number;
 }
 
+/** What a DELTA needs beside the strategy input: the platform's API and its name for the repository. */
+export interface DeltaSource {
+  platform: GitPlatform;
+  name: string;
+}
+
 export interface Strategies {
   full(input: StrategyInput): Promise<StrategyResult>;
   incremental(input: StrategyInput): Promise<StrategyResult>;
+  /** DELTA: throws DeltaUnavailable, having changed nothing the copy uses, when the API cannot give the head exactly. */
+  delta(input: StrategyInput, source: DeltaSource): Promise<StrategyResult>;
 }
 
 export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
@@ -104,6 +114,7 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
             cwd,
             want: remoteSha,
             haves,
+            shallows: await shallowCommits(cwd),
             signal: input.signal,
             onProgress: input.onTransferProgress,
             ...(input.auth ? { auth: input.auth } : {}),
@@ -116,18 +127,53 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       }
       if (bytesReceived === null) ({ head, bytesReceived } = await unlocked(input, () => gitFetch(input, cwd, branch, remoteSha)));
       await input.onApply();
-      await copies.markSyncing(input.repositoryId);
-      const target = head;
-      const checkout = await unlocked(input, () => git.run(['checkout', '--force', '--progress', '-B', branch, target], { cwd, signal: input.signal }));
-      if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
-      // The checkout's count is the upstream change, unless it also repaired local damage.
-      const filesChanged =
-        (input.repair || input.fromSha === head ? null : parseUpdatedFiles(checkout.stderr)) ??
-        (await countChanges(cwd, input.fromSha, head, input.signal));
-      await copies.clearSyncing(input.repositoryId);
+      const filesChanged = await checkOut(input, cwd, branch, head);
       return { head, branch, filesChanged, bytesReceived };
     },
+
+    /**
+     * The head's objects from the platform's API (delta.ts), then the same
+     * checkout as an incremental sync. Only a healthy copy at the last synced
+     * commit qualifies: the comparison starts from it.
+     */
+    async delta(input, source) {
+      const { branch, remoteSha, fromSha } = input;
+      if (!branch || !remoteSha || !fromSha) throw new Error('a DELTA needs the synced commit and the head the CHECK saw');
+      const cwd = copies.pathOf(input.repositoryId);
+      const objects = await writeDeltaObjects(git, {
+        ...source,
+        cwd,
+        base: fromSha,
+        head: remoteSha,
+        signal: input.signal,
+        onProgress: (done, total) => input.onTransferProgress({ stage: 'Downloading files', fraction: total ? done / total : 1 }),
+      }).catch((error: unknown) => {
+        // git refusing what the API described (a path its checks reject) is one more inconsistency.
+        if (error instanceof GitError && !input.signal.aborted) throw new DeltaUnavailable(error.message);
+        throw error;
+      });
+      await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
+      await input.onApply();
+      await checkOut({ ...input, repair: false }, cwd, branch, remoteSha);
+      return { head: remoteSha, branch, filesChanged: objects.filesChanged, bytesReceived: objects.bytesReceived };
+    },
   };
+
+  /**
+   * Moves the branch and the work tree to `head`, whose objects are in the
+   * copy; returns how many files changed. The syncing marker stays until the
+   * tree is complete, so a kill in between leaves a copy the next run repairs.
+   */
+  async function checkOut(input: StrategyInput, cwd: string, branch: string, head: string): Promise<number> {
+    await copies.markSyncing(input.repositoryId);
+    const checkout = await unlocked(input, () => git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal }));
+    if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
+    // The checkout's count is the upstream change, unless it also repaired local damage.
+    const filesChanged =
+      (input.repair || input.fromSha === head ? null : parseUpdatedFiles(checkout.stderr)) ?? (await countChanges(cwd, input.fromSha, head, input.signal));
+    await copies.clearSyncing(input.repositoryId);
+    return filesChanged;
+  }
 
   /**
    * Runs a git step in the copy; when it fails there and lock files left by a killed git are

@@ -12,7 +12,8 @@ import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
 import { readRemote } from './remote.js';
 import type { ClaimedRun, IndexedCommits } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
-import type { StrategyInput, StrategyResult, Strategies } from './strategies.js';
+import type { DeltaSource, StrategyInput, StrategyResult, Strategies } from './strategies.js';
+import { DeltaUnavailable } from './delta.js';
 import { redactSecrets } from './redact.js';
 import { maxConsecutiveFailures, nextCheckAt } from './schedule.js';
 
@@ -30,6 +31,8 @@ export interface RunDependencies {
   assertHostAllowed(url: string): Promise<void>;
   /** The platform API (GitHub, GitLab) that can answer a scheduled CHECK for this repository with its credential, if any. */
   platformFor(repository: Repository, auth: GitAuth | undefined): GitPlatform | null;
+  /** Whether AUTO tries DELTA for this repository (the platform's numbers say it is cheaper). */
+  autoDelta(repository: Repository): boolean;
 }
 
 export type RunOutcome = 'SUCCEEDED' | 'SKIPPED' | 'FAILED' | 'CANCELLED';
@@ -143,11 +146,29 @@ async function sync(
     onApply: async () => recorder.announce('APPLYING'),
     ...(auth ? { auth } : {}),
   };
-  await beginTransfer(prisma, recorder, repository, strategy, refs);
+  // DELTA (SPEC §1) needs a healthy copy at the synced commit and the platform's API.
+  const delta =
+    strategy === 'INCREMENTAL' && health.healthy && remoteSha && repository.lastCommitSha && health.head === repository.lastCommitSha && remoteSha !== health.head
+      ? deltaSource(deps, repository, auth)
+      : null;
+  await beginTransfer(prisma, recorder, repository, delta ? 'DELTA' : strategy, refs);
 
   let usedStrategy: SyncStrategy = strategy;
-  let result: StrategyResult;
-  if (strategy === 'FULL') {
+  let result: StrategyResult | null = null;
+  if (delta) {
+    try {
+      result = await deps.strategies.delta(input, delta);
+      usedStrategy = 'DELTA';
+    } catch (error) {
+      if (!(error instanceof DeltaUnavailable) || signal.aborted) throw error;
+      // Nothing the copy uses changed: git fetches instead (SPEC §1: past the API's limits, or on any inconsistency).
+      deps.logger.info({ repositoryId: repository.id, reason: error.message }, 'DELTA not possible; fetching with git');
+      await recorder.phase('FETCHING', { message: `DELTA not possible (${redactSecrets(error.message)}); fetching with git`, run: { strategy: 'INCREMENTAL' } });
+    }
+  }
+  if (result) {
+    // DELTA done.
+  } else if (strategy === 'FULL') {
     result = await deps.strategies.full(input);
   } else {
     try {
@@ -325,7 +346,7 @@ async function beginTransfer(
   prisma: Prisma,
   recorder: RunRecorder,
   repository: Repository,
-  strategy: 'FULL' | 'INCREMENTAL',
+  strategy: 'FULL' | 'INCREMENTAL' | 'DELTA',
   refs: RefsChange | null,
 ): Promise<void> {
   const now = new Date();
@@ -348,6 +369,17 @@ async function followBranch(prisma: Prisma, repository: Repository, branch: stri
   const defaultBranch = repository.followsDefaultBranch ? branch : repository.defaultBranch;
   if (branch === repository.branch && defaultBranch === repository.defaultBranch) return;
   await prisma.repository.update({ where: { id: repository.id }, data: { branch, defaultBranch } });
+}
+
+/**
+ * The platform a DELTA reads from, when this run should try one: the
+ * repository asks for DELTA, or AUTO finds the platform's numbers in its
+ * favour (deps.autoDelta). Null without a platform API and credential.
+ */
+function deltaSource(deps: RunDependencies, repository: Repository, auth: GitAuth | undefined): DeltaSource | null {
+  if (repository.syncStrategy !== 'DELTA' && !(repository.syncStrategy === 'AUTO' && deps.autoDelta(repository))) return null;
+  const platform = deps.platformFor(repository, auth);
+  return platform ? { platform, name: repository.name } : null;
 }
 
 function chooseStrategy(configured: SyncStrategy, health: CopyHealth): 'FULL' | 'INCREMENTAL' {

@@ -46,6 +46,21 @@ export async function treeEntry(bareDir: string, commit: string, path: string): 
   return { mode: mode!, type: type!, sha: sha! };
 }
 
+/** The entries of one tree object: mode, type, id, size (blobs), name. Null when it is not a tree. */
+export async function treeListing(bareDir: string, sha: string): Promise<{ mode: string; type: string; sha: string; size: number | null; name: string }[] | null> {
+  const type = await run('git', ['-C', bareDir, 'cat-file', '-t', sha]).then(({ stdout }) => stdout.trim(), () => null);
+  if (type !== 'tree') return null;
+  const { stdout } = await run('git', ['-C', bareDir, 'ls-tree', '-z', '--long', sha], { maxBuffer: 64 * 1024 * 1024 });
+  return stdout
+    .split('\0')
+    .filter(Boolean)
+    .map((record) => {
+      const tab = record.indexOf('\t');
+      const [mode, kind, id, size] = record.slice(0, tab).split(/ +/);
+      return { mode: mode!, type: kind!, sha: id!, size: size === '-' ? null : Number(size), name: record.slice(tab + 1) };
+    });
+}
+
 export async function blob(bareDir: string, sha: string): Promise<Buffer> {
   const { stdout } = await run('git', ['-C', bareDir, 'cat-file', 'blob', sha], { encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 });
   return stdout;

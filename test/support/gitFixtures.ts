@@ -64,8 +64,8 @@ export interface UpstreamOptions {
   branch?: string;
 }
 
-/** A file's new content, a symlink (its target), or null to delete it. */
-export type FileChange = string | { symlink: string } | null;
+/** A file's new content, an executable file, a symlink (its target), or null to delete it. */
+export type FileChange = string | { executable: string } | { symlink: string } | null;
 type FileChanges = Iterable<[path: string, content: FileChange]>;
 
 interface CommitCommand {
@@ -77,6 +77,8 @@ interface CommitCommand {
   /** Tree to start from instead of the parent's. */
   tree?: string;
   files: FileChanges;
+  /** UTC offsets of the author and committer lines (default +0000). */
+  zones?: { author?: string; committer?: string };
 }
 
 /**
@@ -100,10 +102,10 @@ export class Upstream {
   }
 
   /** Writes (string) or deletes (null) files on top of `branch`; a missing branch starts a new root. */
-  commit(files: Record<string, FileChange>, message = 'update files', branch = this.branch): Promise<string> {
+  commit(files: Record<string, FileChange>, message = 'update files', branch = this.branch, zones?: CommitCommand['zones']): Promise<string> {
     return this.serial(async () => {
       const parent = await this.tryHead(branch);
-      return this.import({ branch, mark: 1, message, parent, files: Object.entries(files) });
+      return this.import({ branch, mark: 1, message, parent, files: Object.entries(files), ...(zones ? { zones } : {}) });
     });
   }
 
@@ -228,15 +230,16 @@ function* largeHistory(branch: string, files: number, commits: number, random: (
 }
 
 function commitCommand(command: CommitCommand): string {
-  const ident = `${IDENTITY} ${nextDate()}`;
+  const date = nextDate().replace(/ \+0000$/, '');
   let text =
     `commit refs/heads/${command.branch}\nmark :${command.mark}\n` +
-    `author ${ident}\ncommitter ${ident}\n${data(`${command.message}\n`)}`;
+    `author ${IDENTITY} ${date} ${command.zones?.author ?? '+0000'}\ncommitter ${IDENTITY} ${date} ${command.zones?.committer ?? '+0000'}\n${data(`${command.message}\n`)}`;
   if (command.parent) text += `from ${command.parent}\n`;
   if (command.tree) text += `M 040000 ${command.tree} ""\n`;
   for (const [path, content] of command.files) {
     if (content === null) text += `D ${quotePath(path)}\n`;
     else if (typeof content === 'string') text += `M 100644 inline ${quotePath(path)}\n${data(content)}`;
+    else if ('executable' in content) text += `M 100755 inline ${quotePath(path)}\n${data(content.executable)}`;
     else text += `M 120000 inline ${quotePath(path)}\n${data(content.symlink)}`;
   }
   return `${text}\n`;

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, treeEntry } from './gitDiff.js';
+import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, treeEntry, treeListing } from './gitDiff.js';
 import { readJson, readText } from './httpBody.js';
 
 /**
@@ -72,6 +72,10 @@ export interface FakeGithub {
   resetRequests(): void;
   /** Every answer waits this long first (a slow API). */
   setDelay(ms: number): void;
+  /** Rewrites JSON answers before they are sent (a hostile or broken API); null stops. */
+  tamper(rewrite: ((path: string, body: unknown) => unknown) | null): void;
+  /** Bytes of the answers' bodies sent so far. */
+  readonly bytesSent: number;
   close(): Promise<void>;
 }
 
@@ -83,6 +87,8 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
   const hooks = new Map<string, FakeHook[]>();
   let nextHookId = 400_000_000;
   let delayMs = 0;
+  let rewrite: ((path: string, body: unknown) => unknown) | null = null;
+  let bytesSent = 0;
   const windows = new Map<string, RateWindow>();
   const now = () => Math.floor(Date.now() / 1000);
   const windowOf = (login: string | null): RateWindow => {
@@ -118,9 +124,12 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       if (status === 304) {
         res.writeHead(304, headers).end();
       } else if (typeof body === 'string') {
+        bytesSent += Buffer.byteLength(body);
         res.writeHead(status, { 'content-type': headers['content-type'] ?? 'text/plain; charset=utf-8', ...headers }).end(body);
       } else {
-        json(res, status, body, headers);
+        const text = JSON.stringify(rewrite ? rewrite(url.pathname, body) : body);
+        bytesSent += Buffer.byteLength(text);
+        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(text);
       }
     };
 
@@ -240,6 +249,25 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       if (!entry || entry.type !== 'blob') return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/contents#get-repository-content`, status: '404' });
       return answer(200, await contentJson(bareDir, fullName, filePath, ref!, entry));
     }
+    const tree = /^\/git\/trees\/([^/]+)$/.exec(rest);
+    if (tree) {
+      const sha = decodeURIComponent(tree[1]!);
+      const listing = /^[0-9a-f]{40}$/.test(sha) ? await treeListing(bareDir, sha) : null;
+      if (!listing) return answer(404, { message: 'Not Found', documentation_url: `${docs}/git/trees#get-a-tree`, status: '404' });
+      return answer(200, {
+        sha,
+        url: `${api}/repos/${fullName}/git/trees/${sha}`,
+        truncated: false,
+        tree: listing.map((entry) => ({
+          path: entry.name,
+          mode: entry.mode,
+          type: entry.type,
+          sha: entry.sha,
+          ...(entry.type === 'blob' ? { size: entry.size } : {}),
+          url: `${api}/repos/${fullName}/git/${entry.type === 'tree' ? 'trees' : 'blobs'}/${entry.sha}`,
+        })),
+      });
+    }
     const commit = /^\/commits\/(.+)$/.exec(rest);
     if (commit) {
       const ref = decodeURIComponent(commit[1]!);
@@ -311,6 +339,12 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
     },
     setDelay(ms) {
       delayMs = ms;
+    },
+    tamper(next) {
+      rewrite = next;
+    },
+    get bytesSent() {
+      return bytesSent;
     },
     async close() {
       server.closeAllConnections();
@@ -489,6 +523,10 @@ function repositoryJson(owner: string, repo: string, defaultBranch: string, isPr
   };
 }
 
+function utc(date: string): string {
+  return new Date(date).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
 /** A commit as the REST API shows it (the `commit` schema). */
 async function commitJson(bareDir: string, fullName: string, sha: string) {
   const info = await commitInfo(bareDir, sha);
@@ -501,8 +539,9 @@ async function commitJson(bareDir: string, fullName: string, sha: string) {
     comments_url: `${url}/comments`,
     commit: {
       url: `${api}/repos/${fullName}/git/commits/${sha}`,
-      author: info.author,
-      committer: info.committer,
+      // GitHub gives commit dates in UTC ("2011-04-14T16:00:49Z"): the author's offset is not shown.
+      author: { ...info.author, date: utc(info.author.date) },
+      committer: { ...info.committer, date: utc(info.committer.date) },
       message: info.message,
       comment_count: 0,
       tree: { sha: info.tree, url: `${api}/repos/${fullName}/git/trees/${info.tree}` },

@@ -57,6 +57,10 @@ export interface FakeGitlab {
   revokeRefreshTokens(): void;
   /** Every answer waits this long first (a slow API). */
   setDelay(ms: number): void;
+  /** Rewrites JSON answers before they are sent (a hostile or broken API); null stops. */
+  tamper(rewrite: ((path: string, body: unknown) => unknown) | null): void;
+  /** Bytes of the answers' bodies sent so far. */
+  readonly bytesSent: number;
   close(): Promise<void>;
 }
 
@@ -68,6 +72,8 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
   const limitedUntil = new Map<string, number>();
   let nextHookId = 1000;
   let delayMs = 0;
+  let rewrite: ((path: string, body: unknown) => unknown) | null = null;
+  let bytesSent = 0;
 
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
@@ -84,8 +90,10 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
     if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       record.status = status;
-      if (status === 204) res.writeHead(204, headers).end();
-      else json(res, status, body, headers);
+      if (status === 204) return void res.writeHead(204, headers).end();
+      const text = JSON.stringify(rewrite ? rewrite(url.pathname, body) : body);
+      bytesSent += Buffer.byteLength(text);
+      res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(text);
     };
 
     if (url.pathname === '/oauth/authorize' || url.pathname === '/oauth/token') return oauth(req, url, send);
@@ -317,6 +325,12 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
     setDelay(ms) {
       delayMs = ms;
     },
+    tamper(next) {
+      rewrite = next;
+    },
+    get bytesSent() {
+      return bytesSent;
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -375,6 +389,10 @@ function hookJson(fullPath: string, hook: FakeGitlabHook) {
 }
 
 /** A commit as GitLab's API shows it (dates keep their offsets, unlike GitHub's). */
+function gitlabDate(iso: string): string {
+  return iso.replace(/(:\d\d)(Z|[+-]\d\d:\d\d)$/, (_, seconds: string, zone: string) => `${seconds}.000${zone === 'Z' ? '+00:00' : zone}`);
+}
+
 async function commitJson(bareDir: string, fullPath: string, sha: string) {
   const info = await commitInfo(bareDir, sha);
   return {
@@ -384,11 +402,12 @@ async function commitJson(bareDir: string, fullPath: string, sha: string) {
     message: info.message,
     author_name: info.author.name,
     author_email: info.author.email,
-    authored_date: info.author.date,
+    // GitLab's dates: milliseconds and the author's offset ("2012-09-20T09:06:12.000+03:00").
+    authored_date: gitlabDate(info.author.date),
     committer_name: info.committer.name,
     committer_email: info.committer.email,
-    committed_date: info.committer.date,
-    created_at: info.committer.date,
+    committed_date: gitlabDate(info.committer.date),
+    created_at: gitlabDate(info.committer.date),
     parent_ids: info.parents,
     web_url: `https://gitlab.com/${fullPath}/-/commit/${sha}`,
   };
