@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { startGitServer } from '../test/support/gitServer.js';
 import { artifactsIncremental, snapshot1g } from './archives.js';
 import type { BenchContext } from './context.js';
+import { deltaVsFetch } from './delta.js';
 import { incremental } from './incremental.js';
 import { indexFullBench, indexIncrementalBench } from './indexing.js';
 import { initialSync } from './initialSync.js';
@@ -28,6 +29,7 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'incremental-100': incremental,
   'no-change-1000': noChange,
   'poll-1000': poll1000,
+  'delta-vs-fetch': deltaVsFetch,
   'webhook-ack': webhookAck,
   'webhook-storm': webhookStorm,
   'webhook-freshness': webhookFreshness,

@@ -155,12 +155,9 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
       'link-later': 'a file again\n',
       'bin/tool': '#!/bin/sh\necho tool\n',
     });
-    github.resetRequests();
     const run = await sync(repo);
     expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'DELTA' });
     await expectCopyAtUpstream(repo);
-    // GitHub's compare gives no modes: a new file guessed 100644 made the wrong tree, and the head's trees told.
-    if (provider === 'GITHUB') expect(github.requests.some((request) => request.path.includes('/git/trees/'))).toBe(true);
     expect((await lstat(path.join(repo.copy, 'bin/new-tool'))).mode & 0o111).not.toBe(0);
     expect((await lstat(path.join(repo.copy, 'bin/tool'))).mode & 0o111).toBe(0);
     expect((await lstat(path.join(repo.copy, 'link-later'))).isFile()).toBe(true);
@@ -203,6 +200,7 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
       const run = await sync(repo);
       expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
       expect(run.messages.join('\n')).toMatch(/DELTA not possible \(the compare API named an unsafe path: "\.\.\/\.\.\/escaped\.txt"\)/);
+      if (provider === 'GITHUB') expect(github.requests.some((request) => request.path.includes('/compare/') && request.accept === 'application/vnd.github.diff')).toBe(true);
       expect(fetches()).toBe(before + 1);
       expect(existsSync(escape)).toBe(false);
       await expectCopyAtUpstream(repo);
@@ -215,6 +213,8 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
   it('refuses content that does not hash to its blob id', async () => {
     await repo.upstream.commit({ 'safe.txt': 'the real content\n' });
     const forge = (_path: string, body: unknown) => {
+      // GitHub's patch, or a file's content (GitLab).
+      if (typeof body === 'string') return body.replace('+the real content', '+forged content');
       const file = body as { content?: string; encoding?: string };
       if (typeof file.content === 'string' && file.encoding === 'base64') return { ...file, content: Buffer.from('forged\n').toString('base64') };
       return body;
@@ -224,7 +224,7 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
     try {
       const run = await sync(repo);
       expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
-      expect(run.messages.join('\n')).toMatch(/DELTA not possible \(.*(does not hash to its blob id|do not make the head's tree|cannot be rebuilt)/);
+      expect(run.messages.join('\n')).toMatch(/DELTA not possible \(.*(does not hash to its blob id|patch does not make the head's tree|cannot be rebuilt)/);
       await expectCopyAtUpstream(repo);
       expect(await readFile(path.join(repo.copy, 'safe.txt'), 'utf8')).toBe('the real content\n');
     } finally {
@@ -234,12 +234,41 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
   });
 });
 
-describe('DELTA limits', () => {
-  it('past GitHub 300-file compare limit it fetches with git', async () => {
+describe('DELTA on GitHub: the patch, and the file route for binary files', () => {
+  const wide = (count: number) => Object.fromEntries(Array.from({ length: count }, (_, i): [string, FileChange] => [`many/file-${i}.txt`, `file ${i}\n`]));
+
+  it('a change of 301 files: the compare patch has them all (the JSON list stops at 300), so DELTA applies', async () => {
     const repo = await addSynced('GITHUB', 'delta-github/wide', { 'README.md': 'wide\n' });
-    const files: Record<string, FileChange> = {};
-    for (let i = 0; i < 301; i++) files[`many/file-${i}.txt`] = `file ${i}\n`;
-    await repo.upstream.commit(files);
+    await repo.upstream.commit(wide(301));
+    github.resetRequests();
+    const run = await sync(repo);
+    expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'DELTA', filesChanged: 301 });
+    // One patch and one commit description: no file downloaded.
+    expect(github.requests.filter((request) => request.path.includes('/contents/'))).toEqual([]);
+    await expectCopyAtUpstream(repo);
+  });
+
+  it('a binary file: its content comes from the contents API, and a new executable\'s mode from the head\'s trees', async () => {
+    const repo = await addSynced('GITHUB', 'delta-github/binary', { 'README.md': 'binary\n', 'image.bin': 'old\0binary\0content' });
+    await repo.upstream.commit({ 'image.bin': 'new\0binary\0content\0!', 'tools/run': { executable: '#!/bin/sh\necho run\n' }, 'README.md': 'binary, changed\n' });
+    github.resetRequests();
+    const run = await sync(repo);
+    expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'DELTA' });
+    const paths = github.requests.map((request) => decodeURIComponent(request.path));
+    expect(paths.filter((request) => request.includes('/contents/')).sort()).toEqual([
+      '/repos/delta-github/binary/contents/README.md',
+      '/repos/delta-github/binary/contents/image.bin',
+      '/repos/delta-github/binary/contents/tools/run',
+    ]);
+    // The compare list gives no modes: tools/run, guessed 100644, made the wrong tree until the trees told.
+    expect(paths.some((request) => request.includes('/git/trees/'))).toBe(true);
+    await expectCopyAtUpstream(repo);
+    expect((await lstat(path.join(repo.copy, 'tools/run'))).mode & 0o111).not.toBe(0);
+  });
+
+  it('a binary file among more than 300: the file list is cut, so git fetches', async () => {
+    const repo = await addSynced('GITHUB', 'delta-github/wide-binary', { 'README.md': 'wide\n' });
+    await repo.upstream.commit({ ...wide(301), 'blob.bin': 'binary\0data' });
     const run = await sync(repo);
     expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
     expect(run.messages.join('\n')).toContain('DELTA not possible (the compare API did not list the whole change');
@@ -259,8 +288,9 @@ describe('DELTA limits', () => {
   });
 });
 
-/** A compare answer whose first listed file is renamed to ../../escaped.txt (GitHub's `files`, GitLab's `diffs`). */
+/** A compare answer whose safe.txt is renamed to ../../escaped.txt (GitHub's patch, GitLab's `diffs`). */
 function climbOut(body: unknown): unknown {
+  if (typeof body === 'string') return body.replaceAll('a/safe.txt', 'a/../../escaped.txt').replaceAll('b/safe.txt', 'b/../../escaped.txt');
   const answer = body as { files?: { filename: string }[]; diffs?: { new_path: string }[] };
   if (answer.files?.length) return { ...answer, files: answer.files.map((file, index) => (index === 0 ? { ...file, filename: '../../escaped.txt' } : file)) };
   if (answer.diffs?.length) return { ...answer, diffs: answer.diffs.map((diff, index) => (index === 0 ? { ...diff, new_path: '../../escaped.txt' } : diff)) };

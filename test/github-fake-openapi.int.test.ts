@@ -138,12 +138,16 @@ describe('the GitHub fake against api.github.com\'s OpenAPI description', () => 
     await check('/repos/{owner}/{repo}/commits/{ref}', 'get', { url: '/repos/octo/spec/commits/heads%2Fnope', accept: 'application/vnd.github.sha' }, 422);
   });
 
-  it('GET /repos/{owner}/{repo}/compare/{basehead}: 200 (commit-comparison with files) and 404', async () => {
+  it('GET /repos/{owner}/{repo}/compare/{basehead}: 200 (commit-comparison with files, and the diff media type, gzipped) and 404; git/commits/{commit_sha}: 200 (git-commit) and 404', async () => {
     const upstream = await createUpstream(server, 'octo/spec-compare');
     const base = await upstream.head();
     const head = await upstream.commit({ 'added.txt': 'added\n', 'README.md': null });
     await check('/repos/{owner}/{repo}/compare/{basehead}', 'get', { url: `/repos/octo/spec-compare/compare/${base}...${head}` }, 200);
     await check('/repos/{owner}/{repo}/compare/{basehead}', 'get', { url: `/repos/octo/spec-compare/compare/${base}...${'f'.repeat(40)}` }, 404);
+    const diff = await check('/repos/{owner}/{repo}/compare/{basehead}', 'get', { url: `/repos/octo/spec-compare/compare/${base}...${head}`, accept: 'application/vnd.github.diff' }, 200);
+    expect(diff.headers.get('content-encoding')).toBe('gzip');
+    await check('/repos/{owner}/{repo}/git/commits/{commit_sha}', 'get', { url: `/repos/octo/spec-compare/git/commits/${head}` }, 200);
+    await check('/repos/{owner}/{repo}/git/commits/{commit_sha}', 'get', { url: `/repos/octo/spec-compare/git/commits/${'f'.repeat(40)}` }, 404);
   });
 
   it('GET /repos/{owner}/{repo}/contents/{path}: 200 for a file and a symlink, 404', async () => {

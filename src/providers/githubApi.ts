@@ -123,6 +123,37 @@ export class GithubApi implements GitPlatform {
     return { changes, complete: (data.status === 'ahead' || data.status === 'identical') && files.length < compareFileLimit, headCommit };
   }
 
+  async compareDiff(name: string, base: string, head: string, options: CallOptions = {}): Promise<string> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`reading the diff ${base.slice(0, 12)}...${head.slice(0, 12)} of ${name}`, options, (request) =>
+      this.octokit.request('GET /repos/{owner}/{repo}/compare/{basehead}', {
+        owner,
+        repo,
+        basehead: `${base}...${head}`,
+        headers: { accept: 'application/vnd.github.diff' },
+        request,
+      }),
+    );
+    if (typeof data !== 'string') throw new PlatformError(`GitHub answered the diff of ${name} with something that is not a patch`, 'invalid-answer');
+    return data;
+  }
+
+  async commitDescription(name: string, sha: string, options: CallOptions = {}): Promise<CommitDescription> {
+    const { owner, repo } = ownerAndRepo(name);
+    const { data } = await this.call(`reading commit ${sha.slice(0, 12)} of ${name}`, options, (request) =>
+      this.octokit.request('GET /repos/{owner}/{repo}/git/commits/{commit_sha}', { owner, repo, commit_sha: sha, request }),
+    );
+    return {
+      sha: data.sha,
+      treeSha: data.tree.sha,
+      parents: data.parents.map((parent) => parent.sha),
+      author: person(data.author),
+      committer: person(data.committer),
+      message: data.message,
+      signed: typeof data.verification?.signature === 'string',
+    };
+  }
+
   async treeEntries(name: string, treeSha: string, options: CallOptions = {}): Promise<TreeEntry[]> {
     const { owner, repo } = ownerAndRepo(name);
     const { data } = await this.call(`reading tree ${treeSha.slice(0, 12)} of ${name}`, options, (request) =>

@@ -27,6 +27,15 @@ export interface GitPlatform {
   /** A file's content at a commit (a symlink's content is its target). */
   fileContent(name: string, path: string, ref: string, options?: CallOptions): Promise<FileContent>;
   /**
+   * The difference from `base` to `head` as a git patch (GitHub's `application/vnd.github.diff`
+   * media type: every file, not only 300, but binary files only named). GitHub compares from
+   * the merge base: for a head that does not descend from `base` the patch is not the
+   * difference from `base` (a DELTA notices by the tree it makes).
+   */
+  compareDiff?(name: string, base: string, head: string, options?: CallOptions): Promise<string>;
+  /** One commit as the platform's git database describes it (GitHub's Git Commits API). */
+  commitDescription?(name: string, sha: string, options?: CallOptions): Promise<CommitDescription>;
+  /**
    * The entries of one tree object (GitHub's Git Trees API, not recursive): how a DELTA learns
    * the exact modes the compare API leaves out. GitLab's compare gives the modes, so it has none.
    */
@@ -150,13 +159,20 @@ export function isTimeout(error: unknown): boolean {
 }
 
 /**
- * `fetch` that tells `onReceived` how many bytes each answer's body held (as
- * they arrive, after any content decoding): what an API transfer costs.
+ * `fetch` that tells `onReceived` how many bytes each answer's body took: its
+ * Content-Length when compressed, else the body as it arrives. What an API
+ * transfer costs.
  */
 export function countingFetch(base: typeof fetch, onReceived: (bytes: number) => void): typeof fetch {
   return async (url, init) => {
     const response = await base(url, init);
     if (!response.body || [101, 204, 205, 304].includes(response.status)) return response;
+    // A compressed answer: what crossed the wire is its Content-Length, not the decoded body.
+    const wire = Number(response.headers.get('content-length'));
+    if (response.headers.get('content-encoding') && Number.isSafeInteger(wire) && wire > 0) {
+      onReceived(wire);
+      return response;
+    }
     const counted = response.body.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, controller) {

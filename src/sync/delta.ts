@@ -47,10 +47,8 @@ export interface DeltaRequest {
 export interface DeltaObjects {
   /** Paths the comparison listed as changed. */
   filesChanged: number;
-  /** Bytes of the API's answers (compare, contents, trees). */
+  /** Bytes of the API's answers (patch, commit, compare, contents, trees). */
   bytesReceived: number;
-  /** Files whose content was downloaded (the others were in the copy already: renames, reverts). */
-  downloaded: number;
 }
 
 const zeroSha = '0'.repeat(40);
@@ -63,9 +61,78 @@ const emptyTree = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
  * are harmless (a later fetch or clone ignores them).
  */
 export async function writeDeltaObjects(git: Git, request: DeltaRequest): Promise<DeltaObjects> {
-  const { platform, name, cwd, base, head, signal } = request;
   let bytesReceived = 0;
-  const call = { signal, onReceived: (bytes: number) => (bytesReceived += bytes) };
+  const call = { signal: request.signal, onReceived: (bytes: number) => (bytesReceived += bytes) };
+  const index = path.join(request.cwd, '.git', `repolens-delta-${process.pid}.index`);
+  try {
+    const filesChanged = (await fromPatch(git, request, index, call)) ?? (await fromFiles(git, request, index, call));
+    return { filesChanged, bytesReceived };
+  } finally {
+    await rm(index, { force: true });
+  }
+}
+
+type Call = { signal: AbortSignal; onReceived: (bytes: number) => void };
+
+/**
+ * The patch route (GitHub): the whole difference as one git patch (the
+ * compare API's diff media type, a few hundred bytes for a small change)
+ * applied by `git apply --cached` to a scratch index of the old tree, and the
+ * head commit's description from the Git Commits API. Null when the platform
+ * has no such API or the patch holds binary files (the file route then
+ * downloads contents). Returns how many files changed.
+ */
+async function fromPatch(git: Git, request: DeltaRequest, index: string, call: Call): Promise<number | null> {
+  const { platform, name, cwd, base, head, signal } = request;
+  if (!platform.compareDiff || !platform.commitDescription) return null;
+  const [diff, commit] = await Promise.all([
+    platformStep(() => platform.compareDiff!(name, base, head, call)),
+    platformStep(() => platform.commitDescription!(name, head, call)),
+  ]);
+  if (commit.sha !== head) throw new DeltaUnavailable(`the API described commit ${commit.sha}, not ${head}`);
+  if (commit.signed) throw new DeltaUnavailable('the head commit is signed: its object cannot be rebuilt from the API');
+  const patch = Buffer.from(diff);
+  let files: string[] = [];
+  if (patch.length > 0) {
+    // The paths the patch touches, as git itself reads them (quoting, renames).
+    const numstat = await git.run(['apply', '--numstat', '-z', '-'], { cwd, signal, stdin: Readable.from([patch]) });
+    const listed = parseNumstat(numstat.stdout);
+    if (listed.binary) return null;
+    files = listed.paths;
+    for (const file of files) if (unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
+  }
+  const env = { GIT_INDEX_FILE: index };
+  await git.run(['read-tree', base], { cwd, signal, env });
+  if (patch.length > 0) await git.run(['apply', '--cached', '--whitespace=nowarn', '-'], { cwd, signal, env, stdin: Readable.from([patch]) });
+  const tree = (await git.run(['write-tree'], { cwd, signal, env })).stdout.trim();
+  if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the compare API's patch does not make the head's tree ${commit.treeSha}`);
+  await writeCommit(git, cwd, commit, tree, signal);
+  request.onProgress?.(1, 1);
+  return new Set(files).size;
+}
+
+/** `git apply --numstat -z`: every path a patch names (both sides of a rename), and whether any file is binary. */
+function parseNumstat(stdout: string): { paths: string[]; binary: boolean } {
+  const fields = stdout.split('\0');
+  const paths: string[] = [];
+  let binary = false;
+  for (let position = 0; position < fields.length - 1; ) {
+    const [added, , file] = fields[position++]!.split('\t');
+    if (added === '-') binary = true;
+    // A rename: "added TAB deleted TAB" then the two paths as their own fields.
+    if (file === '') paths.push(fields[position++]!, fields[position++]!);
+    else if (file !== undefined) paths.push(file);
+  }
+  return { paths, binary };
+}
+
+/**
+ * The file route (GitLab, and GitHub patches with binary files): the compare
+ * API's list of changed files, the contents of those the copy lacks, and the
+ * head's tree built from the old one. Returns how many files changed.
+ */
+async function fromFiles(git: Git, request: DeltaRequest, index: string, call: Call): Promise<number> {
+  const { platform, name, cwd, base, head, signal } = request;
   const comparison = await platformStep(() => platform.compare(name, base, head, call));
   if (!comparison.complete) {
     throw new DeltaUnavailable(`the compare API did not list the whole change from ${base.slice(0, 12)} (past its file limit, or the head does not descend from the copy)`);
@@ -88,12 +155,7 @@ export async function writeDeltaObjects(git: Git, request: DeltaRequest): Promis
     if (change.status === 'removed') updates.set(change.path, null);
   }
   const before = await oldEntries(git, cwd, base, comparison.changes, signal);
-  const present = await presentObjects(
-    git,
-    cwd,
-    added.flatMap((change) => (change.blobSha ? [change.blobSha] : [])),
-    signal,
-  );
+  const present = await presentObjects(git, cwd, added.flatMap((change) => (change.blobSha ? [change.blobSha] : [])), signal);
 
   // Contents the copy lacks, checked against their ids and written as blobs.
   const missing = added.filter((change) => change.mode !== '160000' && !(change.blobSha && present.has(change.blobSha)));
@@ -116,33 +178,36 @@ export async function writeDeltaObjects(git: Git, request: DeltaRequest): Promis
     updates.set(change.path, { mode: change.mode ?? guessMode(change, before, kinds.get(change.path)), sha });
   }
 
-  const index = path.join(cwd, '.git', `repolens-delta-${process.pid}.index`);
-  try {
-    let tree = await buildTree(git, cwd, index, base, updates, signal);
-    if (commit.treeSha && tree !== commit.treeSha && platform.treeEntries) {
-      // The compare API gives no modes (GitHub): the guesses were wrong somewhere, so read the
-      // modes of the listed paths from the head's trees, and build again.
-      const modes = await modesFromTrees(platform, name, commit.treeSha, added.map((change) => change.path), call);
-      for (const change of added) {
-        const mode = modes.get(change.path);
-        const entry = updates.get(change.path);
-        if (mode && entry) entry.mode = mode;
-      }
-      tree = await buildTree(git, cwd, index, base, updates, signal);
+  let tree = await buildTree(git, cwd, index, base, updates, signal);
+  if (commit.treeSha && tree !== commit.treeSha && platform.treeEntries) {
+    // The compare API gives no modes (GitHub): the guesses were wrong somewhere, so read the
+    // modes of the listed paths from the head's trees, and build again.
+    const modes = await modesFromTrees(platform, name, commit.treeSha, added.map((change) => change.path), call);
+    for (const change of added) {
+      const mode = modes.get(change.path);
+      const entry = updates.get(change.path);
+      if (mode && entry) entry.mode = mode;
     }
-    if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the files the compare API listed do not make the head's tree ${commit.treeSha}`);
-    const text = rebuildCommit(commit, tree);
-    if (!text) throw new DeltaUnavailable(`commit ${head} cannot be rebuilt from the API's description`);
-    const written = (await git.run(['hash-object', '-t', 'commit', '-w', '--stdin'], { cwd, signal, stdin: Readable.from([text]) })).stdout.trim();
-    if (written !== head) throw new DeltaUnavailable(`git wrote commit ${written}, not ${head}`);
-  } finally {
-    await rm(index, { force: true });
+    tree = await buildTree(git, cwd, index, base, updates, signal);
   }
-  // Parents the copy lacks (a push of several commits): the head becomes a shallow boundary,
-  // so that git never walks into history it does not have, and fetches say so to the server.
+  if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the files the compare API listed do not make the head's tree ${commit.treeSha}`);
+  await writeCommit(git, cwd, commit, tree, signal);
+  return comparison.changes.length;
+}
+
+/**
+ * Writes the head commit object, rebuilt on `tree` (whose correctness its SHA
+ * then proves). Parents the copy lacks (a push of several commits) make the
+ * head a shallow boundary, so that git never walks into history it does not
+ * have, and fetches say so to the server.
+ */
+async function writeCommit(git: Git, cwd: string, commit: CommitDescription, tree: string, signal: AbortSignal): Promise<void> {
+  const text = rebuildCommit(commit, tree);
+  if (!text) throw new DeltaUnavailable(`commit ${commit.sha} cannot be rebuilt from the API's description (or its files do not make its tree)`);
+  const written = (await git.run(['hash-object', '-t', 'commit', '-w', '--stdin'], { cwd, signal, stdin: Readable.from([text]) })).stdout.trim();
+  if (written !== commit.sha) throw new DeltaUnavailable(`git wrote commit ${written}, not ${commit.sha}`);
   const parents = await presentObjects(git, cwd, commit.parents, signal);
-  if (commit.parents.some((parent) => !parents.has(parent))) await addShallow(cwd, head);
-  return { filesChanged: comparison.changes.length, bytesReceived, downloaded: missing.length };
+  if (commit.parents.some((parent) => !parents.has(parent))) await addShallow(cwd, commit.sha);
 }
 
 /** Commits the copy's history stops at (its .git/shallow), for fetches to tell the server. */

@@ -30,6 +30,12 @@ export async function rawDiff(bareDir: string, base: string, head: string): Prom
   return changes;
 }
 
+/** `git diff -M base...head` as GitHub's diff media type gives it (binary files only named). */
+export async function textDiff(bareDir: string, base: string, head: string): Promise<Buffer> {
+  const { stdout } = await run('git', ['-C', bareDir, 'diff', '-M', `${base}...${head}`, '--'], { encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 });
+  return stdout;
+}
+
 /** A commit id, or null when `ref` names none (or looks like an option). */
 export async function commitOf(bareDir: string, ref: string): Promise<string | null> {
   if (!ref || ref.startsWith('-')) return null;

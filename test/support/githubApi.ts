@@ -6,7 +6,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, treeEntry, treeListing } from './gitDiff.js';
+import { gzipSync } from 'node:zlib';
+import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, textDiff, treeEntry, treeListing } from './gitDiff.js';
 import { readJson, readText } from './httpBody.js';
 
 /**
@@ -72,7 +73,7 @@ export interface FakeGithub {
   resetRequests(): void;
   /** Every answer waits this long first (a slow API). */
   setDelay(ms: number): void;
-  /** Rewrites JSON answers before they are sent (a hostile or broken API); null stops. */
+  /** Rewrites answers before they are sent (a hostile or broken API): JSON as parsed, text as a string; null stops. */
   tamper(rewrite: ((path: string, body: unknown) => unknown) | null): void;
   /** Bytes of the answers' bodies sent so far. */
   readonly bytesSent: number;
@@ -123,13 +124,16 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       record.status = status;
       if (status === 304) {
         res.writeHead(304, headers).end();
-      } else if (typeof body === 'string') {
-        bytesSent += Buffer.byteLength(body);
-        res.writeHead(status, { 'content-type': headers['content-type'] ?? 'text/plain; charset=utf-8', ...headers }).end(body);
       } else {
-        const text = JSON.stringify(rewrite ? rewrite(url.pathname, body) : body);
-        bytesSent += Buffer.byteLength(text);
-        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(text);
+        const raw = typeof body === 'string' || Buffer.isBuffer(body);
+        const value = rewrite ? rewrite(url.pathname, Buffer.isBuffer(body) ? body.toString('utf8') : body) : body;
+        const text = raw ? (value as string | Buffer) : JSON.stringify(value);
+        const type = typeof body === 'string' || Buffer.isBuffer(body) ? (headers['content-type'] ?? 'text/plain; charset=utf-8') : 'application/json; charset=utf-8';
+        // GitHub compresses answers for clients that accept it (every fetch does).
+        const gzip = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? '')) && Buffer.byteLength(text) > 0;
+        const wire = gzip ? gzipSync(text) : Buffer.from(text);
+        bytesSent += wire.byteLength;
+        res.writeHead(status, { ...headers, 'content-type': type, 'content-length': String(wire.byteLength), ...(gzip ? { 'content-encoding': 'gzip', vary: 'Accept-Encoding' } : {}) }).end(wire);
       }
     };
 
@@ -238,6 +242,10 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       const [baseRef, headRef] = decodeURIComponent(compare[1]!).split('...');
       const [base, head] = await Promise.all([commitOf(bareDir, baseRef ?? ''), commitOf(bareDir, headRef ?? '')]);
       if (!base || !head) return answer(404, { message: 'Not Found', documentation_url: `${docs}/commits/commits#compare-two-commits`, status: '404' });
+      // The diff media type: the patch from the merge base, every file (binary ones only named).
+      if ((req.headers.accept ?? '').includes('application/vnd.github.diff')) {
+        return answer(200, await textDiff(bareDir, base, head), { 'content-type': 'application/vnd.github.diff; charset=utf-8' });
+      }
       return answer(200, await comparisonJson(bareDir, fullName, base, head));
     }
     const contents = /^\/contents\/(.+)$/.exec(rest);
@@ -248,6 +256,13 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
       // Directories and submodules are not served by this fake (the service reads files).
       if (!entry || entry.type !== 'blob') return answer(404, { message: 'Not Found', documentation_url: `${docs}/repos/contents#get-repository-content`, status: '404' });
       return answer(200, await contentJson(bareDir, fullName, filePath, ref!, entry));
+    }
+    const gitCommit = /^\/git\/commits\/([^/]+)$/.exec(rest);
+    if (gitCommit) {
+      const sha = decodeURIComponent(gitCommit[1]!);
+      const found = /^[0-9a-f]{40}$/.test(sha) ? await commitOf(bareDir, sha) : null;
+      if (found !== sha) return answer(404, { message: 'Not Found', documentation_url: `${docs}/git/commits#get-a-commit-object`, status: '404' });
+      return answer(200, await gitCommitJson(bareDir, fullName, sha));
     }
     const tree = /^\/git\/trees\/([^/]+)$/.exec(rest);
     if (tree) {
@@ -525,6 +540,23 @@ function repositoryJson(owner: string, repo: string, defaultBranch: string, isPr
 
 function utc(date: string): string {
   return new Date(date).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** "Get a commit object" of the Git database API (the `git-commit` schema). */
+async function gitCommitJson(bareDir: string, fullName: string, sha: string) {
+  const info = await commitInfo(bareDir, sha);
+  return {
+    sha,
+    node_id: `C_${sha.slice(0, 16)}`,
+    url: `${api}/repos/${fullName}/git/commits/${sha}`,
+    html_url: `https://github.com/${fullName}/commit/${sha}`,
+    author: { ...info.author, date: utc(info.author.date) },
+    committer: { ...info.committer, date: utc(info.committer.date) },
+    tree: { sha: info.tree, url: `${api}/repos/${fullName}/git/trees/${info.tree}` },
+    message: info.message,
+    parents: info.parents.map((parent) => ({ sha: parent, url: `${api}/repos/${fullName}/git/commits/${parent}`, html_url: `https://github.com/${fullName}/commit/${parent}` })),
+    verification: { verified: false, reason: 'unsigned', signature: null, payload: null, verified_at: null },
+  };
 }
 
 /** A commit as the REST API shows it (the `commit` schema). */
