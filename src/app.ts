@@ -98,7 +98,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       assertHostAllowed: async (url) => void (await parseRepositoryUrl(url, repositories.urlPolicy())),
       // Only with the repository's own credential: anonymous API quotas are tiny, and only an authorized 304 is free.
       platformFor: (repository, auth) => (auth ? platforms.forHost(repository.provider, repository.host, auth.password) : null),
-      autoDelta: () => false,
+      // AUTO's rule for DELTA (README "Sync strategies"): the platform's size for the repository.
+      autoDelta: (repository) => repository.platformSizeBytes !== null && repository.platformSizeBytes >= config.deltaAutoMinBytes,
     },
     runQueue,
     metrics,

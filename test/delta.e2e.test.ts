@@ -234,6 +234,33 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
   });
 });
 
+describe('AUTO and DELTA', () => {
+  it("AUTO tries DELTA once the platform's size for the repository reaches REPOLENS_DELTA_AUTO_MIN_BYTES (1 GiB by default)", async () => {
+    for (const provider of ['GITHUB', 'GITLAB'] as const) {
+      const upstream = await createUpstream(server, `delta-${provider.toLowerCase()}/auto`, { files: { 'README.md': 'auto\n' } });
+      const added = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, provider, credentialId: credentials[provider] } });
+      const globalId = added.addRepository.repository.id;
+      const repositoryId = dbId(globalId);
+      await waitForRepository(client, globalId, (repository) => repository.status === 'SYNCED');
+      await waitForIdle(testApp.app, repositoryId);
+      const repo: Synced = { repositoryId, globalId, upstream, copy: path.join(testApp.dataDir, 'repos', repositoryId) };
+      const stored = await testApp.app.db.prisma.repository.findUniqueOrThrow({ where: { id: repositoryId } });
+      expect(stored.syncStrategy).toBe('AUTO');
+      // What the platform said at addRepository: GitHub's size in KiB, GitLab's statistics.
+      expect(stored.platformSizeBytes).toBeGreaterThan(0);
+      expect(stored.platformSizeBytes).toBeLessThan(1024 ** 3);
+
+      await upstream.commit({ 'small.txt': 'below the size\n' });
+      expect(await sync(repo)).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
+
+      await testApp.app.db.prisma.repository.update({ where: { id: repositoryId }, data: { platformSizeBytes: 2 * 1024 ** 3 } });
+      await upstream.commit({ 'small.txt': 'a large repository now\n' });
+      expect(await sync(repo)).toMatchObject({ status: 'SUCCEEDED', strategy: 'DELTA' });
+      await expectCopyAtUpstream(repo);
+    }
+  });
+});
+
 describe('DELTA on GitHub: the patch, and the file route for binary files', () => {
   const wide = (count: number) => Object.fromEntries(Array.from({ length: count }, (_, i): [string, FileChange] => [`many/file-${i}.txt`, `file ${i}\n`]));
 
@@ -296,3 +323,16 @@ function climbOut(body: unknown): unknown {
   if (answer.diffs?.length) return { ...answer, diffs: answer.diffs.map((diff, index) => (index === 0 ? { ...diff, new_path: '../../escaped.txt' } : diff)) };
   return body;
 }
+
+describe('secrets', () => {
+  it('no token reached the log or a copy\'s .git/config through any DELTA above', async () => {
+    const logs = testApp.logs.join('\n');
+    expect(logs).toContain('DELTA not possible');
+    for (const token of [GITHUB_TOKEN, GITLAB_TOKEN]) expect(logs).not.toContain(token);
+    const repositories = await testApp.app.db.prisma.repository.findMany({ select: { id: true } });
+    for (const { id } of repositories) {
+      const config = await readFile(path.join(testApp.dataDir, 'repos', id, '.git', 'config'), 'utf8');
+      for (const token of [GITHUB_TOKEN, GITLAB_TOKEN]) expect(config).not.toContain(token);
+    }
+  });
+});

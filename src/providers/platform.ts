@@ -1,12 +1,13 @@
 import type { Provider } from '../generated/prisma/client.js';
 
 /**
- * What the sync service asks a hosting platform's REST API (GitHub, GitLab),
- * beside git itself. Plain git hosts have no such API: their CHECK is the ref
- * listing (sync/remote.ts).
+ * What the sync service asks a hosting platform: GitHub's and GitLab's REST
+ * APIs (githubApi.ts, gitlabApi.ts), or a plain git host through git's own
+ * protocol (plainGit.ts: the ref listing answers the default branch and a
+ * branch's head; the rest is `unsupported`).
  */
 export interface GitPlatform {
-  readonly provider: Exclude<Provider, 'GIT'>;
+  readonly provider: Provider;
   /** Who a token belongs to and what it may do: a token is checked with this before it is stored. */
   tokenOwner(options?: CallOptions): Promise<TokenOwner>;
   /** A repository as the platform describes it; `name` is "owner/name" (GitLab: the full path). */
@@ -130,7 +131,8 @@ export interface FileContent {
 
 export type BranchHead = { changed: false } | { changed: true; sha: string; etag: string | null };
 
-export type PlatformFailure = 'auth' | 'not-found' | 'rate-limited' | 'unavailable' | 'invalid-answer';
+/** `unsupported`: the platform has no such operation (a plain git host has no REST API). */
+export type PlatformFailure = 'auth' | 'not-found' | 'rate-limited' | 'unavailable' | 'invalid-answer' | 'unsupported';
 
 /** A platform call that failed: what kind of failure, and a message without any secret. */
 export class PlatformError extends Error {

@@ -15,7 +15,7 @@ import { isValidBranchName, type WorkingCopies } from '../storage/workingCopies.
 import type { SyncEngine } from './engine.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs } from './refs.js';
-import { readRemote } from './remote.js';
+import { PlainGitPlatform } from '../providers/plainGit.js';
 import { parseRepositoryUrl } from './repositoryUrl.js';
 import { generateWebhookSecret, identityKey } from './webhooks.js';
 
@@ -85,10 +85,7 @@ export class RepositoryService {
     const platform = auth ? this.platforms.forHost(provider, parsed.host, auth.password) : null;
     const info = platform ? await this.describe(platform, parsed.name) : null;
 
-    const remote = await readRemote(parsed.url, {
-      timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000),
-      ...(auth ? { auth } : {}),
-    }).catch((error: unknown) => {
+    const remote = await new PlainGitPlatform(parsed.url, { timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000), ...(auth ? { auth } : {}) }).remote().catch((error: unknown) => {
       if (error instanceof GitError && (error.failure === 'auth' || error.failure === 'not-found')) {
         throw new BadUserInputError(`${parsed.url} is not a git repository this service can read (${error.failure === 'auth' ? 'authentication required or refused' : 'not found'})`);
       }
@@ -113,6 +110,7 @@ export class RepositoryService {
           branch,
           followsDefaultBranch: branchInput === null || branch === (info?.defaultBranch ?? remote.defaultBranch),
           defaultBranch: info?.defaultBranch ?? remote.defaultBranch,
+          platformSizeBytes: info?.sizeBytes ?? null,
           syncStrategy: request.syncStrategy ?? 'AUTO',
           archivePolicy: request.archivePolicy ?? 'EACH_SYNC',
           credentialId: credential?.id ?? null,

@@ -9,7 +9,7 @@ import type { ArchiveOutcome, Archiver } from './archiver.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
-import { readRemote } from './remote.js';
+import { PlainGitPlatform } from '../providers/plainGit.js';
 import type { ClaimedRun, IndexedCommits } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { DeltaSource, StrategyInput, StrategyResult, Strategies } from './strategies.js';
@@ -113,7 +113,8 @@ async function sync(
   // Written with the run's next phase (one statement), or on their own before a failure.
   let refs: RefsChange | null = null;
   if (health.healthy || strategy !== 'FULL') {
-    const remote = await readRemote(repository.url, { signal, timeoutMs: deps.git.exchangeTimeoutMs, ...(auth ? { auth } : {}) });
+    // Every host speaks git: the CHECK is the plain-git platform's ref listing (branches, tags, default branch).
+    const remote = await new PlainGitPlatform(repository.url, { timeoutMs: deps.git.exchangeTimeoutMs, ...(auth ? { auth } : {}) }).remote({ signal });
     refs = refsChange(repository, remote);
     branch = repository.followsDefaultBranch && remote.defaultBranch ? remote.defaultBranch : repository.branch;
     remoteSha = remote.branches.get(branch) ?? null;

@@ -23,7 +23,7 @@ import type { SyncEngine } from './engine.js';
 import type { GitAuth } from './git.js';
 import { redactSecrets } from './redact.js';
 import { recordRefs } from './refs.js';
-import { readRemote } from './remote.js';
+import { PlainGitPlatform } from '../providers/plainGit.js';
 
 /** What the route answers: status and JSON body. */
 export interface WebhookAnswer {
@@ -407,7 +407,7 @@ export class WebhookService {
       try {
         await this.deps.assertHostAllowed(repository.url);
         const auth = await this.deps.authFor(repository);
-        const remote = await readRemote(repository.url, { timeoutMs: this.deps.listingTimeoutMs, ...(auth ? { auth } : {}) });
+        const remote = await new PlainGitPlatform(repository.url, { timeoutMs: this.deps.listingTimeoutMs, ...(auth ? { auth } : {}) }).remote();
         await recordRefs(this.deps.prisma, repository, remote);
       } catch (caught) {
         const error = redactSecrets(caught instanceof Error ? caught.message : String(caught));
