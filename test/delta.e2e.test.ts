@@ -210,6 +210,32 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
     }
   });
 
+  it('refuses a compare answer that writes through a symlink, and fetches with git instead', async () => {
+    await repo.upstream.commit({ 'escape-link': { symlink: '../..' } });
+    expect(await sync(repo)).toMatchObject({ status: 'SUCCEEDED', strategy: 'DELTA' });
+    const outside = path.resolve(repo.copy, '../..', 'through-link.txt');
+    await repo.upstream.commit({ 'inside.txt': 'inside\n' });
+    const through = (_path: string, body: unknown) => {
+      if (typeof body === 'string') return body.replaceAll('a/inside.txt', 'a/escape-link/through-link.txt').replaceAll('b/inside.txt', 'b/escape-link/through-link.txt');
+      const answer = body as { diffs?: { new_path: string; old_path: string }[] };
+      if (answer.diffs) return { ...answer, diffs: answer.diffs.map((diff) => (diff.new_path === 'inside.txt' ? { ...diff, new_path: 'escape-link/through-link.txt', old_path: 'escape-link/through-link.txt' } : diff)) };
+      return body;
+    };
+    github.tamper(through);
+    gitlab.tamper(through);
+    try {
+      const run = await sync(repo);
+      expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
+      // git apply's own check (GitHub's patch), or ours (the file list) before anything is downloaded.
+      expect(run.messages.join('\n')).toMatch(/DELTA not possible \((.*beyond a symbolic link|the compare API named a path through a file or symlink: "escape-link\/through-link\.txt")/);
+      expect(existsSync(outside)).toBe(false);
+      await expectCopyAtUpstream(repo);
+    } finally {
+      github.tamper(null);
+      gitlab.tamper(null);
+    }
+  });
+
   it('refuses content that does not hash to its blob id', async () => {
     await repo.upstream.commit({ 'safe.txt': 'the real content\n' });
     const forge = (_path: string, body: unknown) => {

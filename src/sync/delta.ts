@@ -155,6 +155,15 @@ async function fromFiles(git: Git, request: DeltaRequest, index: string, call: C
     if (change.status === 'removed') updates.set(change.path, null);
   }
   const before = await oldEntries(git, cwd, base, comparison.changes, signal);
+  // No write through a file or symlink: every folder on a new path's way must still be a folder.
+  for (const change of added) {
+    const segments = change.path.split('/');
+    for (let depth = 1; depth < segments.length; depth++) {
+      const folder = segments.slice(0, depth).join('/');
+      const now = updates.has(folder) ? updates.get(folder) : before.get(folder);
+      if (now && now.mode !== '040000') throw new DeltaUnavailable(`the compare API named a path through a file or symlink: ${JSON.stringify(change.path)}`);
+    }
+  }
   const present = await presentObjects(git, cwd, added.flatMap((change) => (change.blobSha ? [change.blobSha] : [])), signal);
 
   // Contents the copy lacks, checked against their ids and written as blobs.
@@ -245,12 +254,13 @@ async function platformStep<T>(step: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Modes and blobs at `base` of the paths a change touches (their old selves). */
+/** Modes and ids at `base` of the paths a change touches (their old selves) and of the folders on their way. */
 async function oldEntries(git: Git, cwd: string, base: string, changes: FileChange[], signal: AbortSignal): Promise<Map<string, { mode: string; sha: string }>> {
-  const paths = [...new Set(changes.flatMap((change) => [change.path, ...(change.previousPath ? [change.previousPath] : [])]))];
+  const folders = (file: string) => file.split('/').slice(0, -1).map((_, depth) => file.split('/').slice(0, depth + 1).join('/'));
+  const paths = [...new Set(changes.flatMap((change) => [change.path, ...folders(change.path), ...(change.previousPath ? [change.previousPath] : [])]))];
   const entries = new Map<string, { mode: string; sha: string }>();
   if (paths.length === 0) return entries;
-  const { stdout } = await git.run(['ls-tree', '-z', '--full-tree', base, '--', ...paths], { cwd, signal, env: { GIT_LITERAL_PATHSPECS: '1' } });
+  const { stdout } = await git.run(['ls-tree', '-z', '-t', '--full-tree', base, '--', ...paths], { cwd, signal, env: { GIT_LITERAL_PATHSPECS: '1' } });
   for (const record of stdout.split('\0')) {
     const tab = record.indexOf('\t');
     if (tab < 0) continue;
