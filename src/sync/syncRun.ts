@@ -4,12 +4,12 @@ import type { Repository, SyncRun, SyncStrategy } from '../generated/prisma/clie
 import type { Prisma } from '../storage/database.js';
 import type { CopyHealth, WorkingCopies } from '../storage/workingCopies.js';
 import type { Indexer } from '../indexing/indexer.js';
+import { PlainGitPlatform } from '../providers/plainGit.js';
 import { PlatformError, type GitPlatform } from '../providers/platform.js';
 import type { ArchiveOutcome, Archiver } from './archiver.js';
 import type { SyncEvents } from './events.js';
 import { GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs, refsChange, refsCtes, type RefsChange } from './refs.js';
-import { PlainGitPlatform } from '../providers/plainGit.js';
 import type { ClaimedRun, IndexedCommits } from './runQueue.js';
 import { RunRecorder, type PhaseLogEntry } from './runRecorder.js';
 import type { DeltaSource, StrategyInput, StrategyResult, Strategies } from './strategies.js';
@@ -155,20 +155,9 @@ async function sync(
   await beginTransfer(prisma, recorder, repository, delta ? 'DELTA' : strategy, refs);
 
   let usedStrategy: SyncStrategy = strategy;
-  let result: StrategyResult | null = null;
-  if (delta) {
-    try {
-      result = await deps.strategies.delta(input, delta);
-      usedStrategy = 'DELTA';
-    } catch (error) {
-      if (!(error instanceof DeltaUnavailable) || signal.aborted) throw error;
-      // Nothing the copy uses changed: git fetches instead (SPEC §1: past the API's limits, or on any inconsistency).
-      deps.logger.info({ repositoryId: repository.id, reason: error.message }, 'DELTA not possible; fetching with git');
-      await recorder.phase('FETCHING', { message: `DELTA not possible (${redactSecrets(error.message)}); fetching with git`, run: { strategy: 'INCREMENTAL' } });
-    }
-  }
+  let result = delta ? await tryDelta(deps, input, delta, recorder, repository.id, signal) : null;
   if (result) {
-    // DELTA done.
+    usedStrategy = 'DELTA';
   } else if (strategy === 'FULL') {
     result = await deps.strategies.full(input);
   } else {
@@ -370,6 +359,31 @@ async function followBranch(prisma: Prisma, repository: Repository, branch: stri
   const defaultBranch = repository.followsDefaultBranch ? branch : repository.defaultBranch;
   if (branch === repository.branch && defaultBranch === repository.defaultBranch) return;
   await prisma.repository.update({ where: { id: repository.id }, data: { branch, defaultBranch } });
+}
+
+/**
+ * DELTA, or null when git must fetch instead (SPEC §1: past the API's limits,
+ * or on any inconsistency; the copy is unchanged then). A DELTA that failed on
+ * the local copy also leaves it to the fetch, which re-clones a broken copy.
+ */
+async function tryDelta(
+  deps: RunDependencies,
+  input: StrategyInput,
+  source: DeltaSource,
+  recorder: RunRecorder,
+  repositoryId: string,
+  signal: AbortSignal,
+): Promise<StrategyResult | null> {
+  try {
+    return await deps.strategies.delta(input, source);
+  } catch (error) {
+    if (signal.aborted || !(error instanceof DeltaUnavailable || isLocalCopyProblem(error))) throw error;
+    const reason = redactSecrets((error as Error).message);
+    deps.logger.info({ repositoryId, reason }, 'DELTA not possible; fetching with git');
+    const message = error instanceof DeltaUnavailable ? `DELTA not possible (${reason}); fetching with git` : `DELTA failed on the local copy (${reason}); fetching with git`;
+    await recorder.phase('FETCHING', { message, run: { strategy: 'INCREMENTAL' } });
+    return null;
+  }
 }
 
 /**
