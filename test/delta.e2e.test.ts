@@ -193,9 +193,7 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
   it('refuses a compare answer with a path that climbs out of the copy, and fetches with git instead', async () => {
     const escape = path.join(path.dirname(repo.copy), 'escaped.txt');
     await repo.upstream.commit({ 'safe.txt': 'safe\n' });
-    github.tamper((_path, body) => climbOut(body));
-    gitlab.tamper((_path, body) => climbOut(body));
-    try {
+    await tampered((_path, body) => climbOut(body), async () => {
       const before = fetches();
       const run = await sync(repo);
       expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
@@ -204,10 +202,7 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
       expect(fetches()).toBe(before + 1);
       expect(existsSync(escape)).toBe(false);
       await expectCopyAtUpstream(repo);
-    } finally {
-      github.tamper(null);
-      gitlab.tamper(null);
-    }
+    });
   });
 
   it('refuses a compare answer that writes through a symlink, and fetches with git instead', async () => {
@@ -221,19 +216,14 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
       if (answer.diffs) return { ...answer, diffs: answer.diffs.map((diff) => (diff.new_path === 'inside.txt' ? { ...diff, new_path: 'escape-link/through-link.txt', old_path: 'escape-link/through-link.txt' } : diff)) };
       return body;
     };
-    github.tamper(through);
-    gitlab.tamper(through);
-    try {
+    await tampered(through, async () => {
       const run = await sync(repo);
       expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
       // git apply's own check (GitHub's patch), or ours (the file list) before anything is downloaded.
       expect(run.messages.join('\n')).toMatch(/DELTA not possible \((.*beyond a symbolic link|the compare API named a path through a file or symlink: "escape-link\/through-link\.txt")/);
       expect(existsSync(outside)).toBe(false);
       await expectCopyAtUpstream(repo);
-    } finally {
-      github.tamper(null);
-      gitlab.tamper(null);
-    }
+    });
   });
 
   it('refuses content that does not hash to its blob id', async () => {
@@ -245,18 +235,13 @@ describe.each(['GITHUB', 'GITLAB'] as const)('DELTA through %s', (provider) => {
       if (typeof file.content === 'string' && file.encoding === 'base64') return { ...file, content: Buffer.from('forged\n').toString('base64') };
       return body;
     };
-    github.tamper(forge);
-    gitlab.tamper(forge);
-    try {
+    await tampered(forge, async () => {
       const run = await sync(repo);
       expect(run).toMatchObject({ status: 'SUCCEEDED', strategy: 'INCREMENTAL' });
       expect(run.messages.join('\n')).toMatch(/DELTA not possible \(.*(does not hash to its blob id|patch does not make the head's tree|cannot be rebuilt)/);
       await expectCopyAtUpstream(repo);
       expect(await readFile(path.join(repo.copy, 'safe.txt'), 'utf8')).toBe('the real content\n');
-    } finally {
-      github.tamper(null);
-      gitlab.tamper(null);
-    }
+    });
   });
 });
 
@@ -340,6 +325,18 @@ describe('DELTA on GitHub: the patch, and the file route for binary files', () =
     }
   });
 });
+
+/** Runs `body` while both fakes rewrite their answers with `rewrite`. */
+async function tampered(rewrite: (path: string, body: unknown) => unknown, body: () => Promise<void>): Promise<void> {
+  github.tamper(rewrite);
+  gitlab.tamper(rewrite);
+  try {
+    await body();
+  } finally {
+    github.tamper(null);
+    gitlab.tamper(null);
+  }
+}
 
 /** A compare answer whose safe.txt is renamed to ../../escaped.txt (GitHub's patch, GitLab's `diffs`). */
 function climbOut(body: unknown): unknown {
