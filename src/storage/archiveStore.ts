@@ -170,6 +170,10 @@ export class S3ArchiveStore implements ArchiveStore {
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       forcePathStyle: options.forcePathStyle ?? false,
       maxAttempts: 3,
+      // Checksums only where S3 requires them (the SDK's behaviour before 3.729): CRC32 over every
+      // 5 MiB part costs this process CPU and memory, and many S3 API servers refuse or ignore them.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
       ...(options.credentials ? { credentials: options.credentials } : {}),
     });
   }
