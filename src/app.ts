@@ -11,7 +11,7 @@ import { openDatabase, type Database, type InstanceLease } from './storage/datab
 import { createSecretBox, loadEncryptionKey } from './storage/secrets.js';
 import { WorkingCopies } from './storage/workingCopies.js';
 import { SyncEngine } from './sync/engine.js';
-import { SyncEvents } from './sync/events.js';
+import { createEventFanout } from './sync/eventFanout.js';
 import { Git } from './sync/git.js';
 import { RepositoryService } from './sync/repositories.js';
 import { parseRepositoryUrl } from './sync/repositoryUrl.js';
@@ -39,6 +39,10 @@ export interface App {
   http: HttpServer;
   /** Base URL the server listens on. */
   url: string;
+  /** This process among the instances sharing the database (SyncRun.claimedBy). */
+  instanceId: string;
+  /** How sync events reach other instances. */
+  eventFanout: 'local' | 'redis' | 'postgresql';
   close(): Promise<void>;
 }
 
@@ -59,7 +63,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const copies = new WorkingCopies(config.dataDir);
   await copies.init();
   const git = new Git({ timeoutMs: config.gitTimeoutMs, idleTimeoutMs: config.gitIdleTimeoutMs });
-  const events = new SyncEvents();
+  // syncStatus subscribers on any instance see every instance's runs (Redis, else PostgreSQL NOTIFY).
+  const fanout = await createEventFanout({ redisUrl: config.redisUrl, databaseUrl: db.kind === 'postgresql' ? config.databaseUrl : undefined, logger });
+  const events = fanout.events;
   const store = openArchiveStore(config);
   const evictor = new Evictor(db.prisma, copies, store, logger, {
     budgetBytes: config.archive.localBudgetBytes,
@@ -165,6 +171,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     services,
     http,
     url,
+    instanceId,
+    eventFanout: fanout.kind,
     close() {
       closing ??= (async () => {
         clearInterval(sweep);
@@ -175,6 +183,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         await engine.shutdown(config.shutdownGraceMs);
         await evictor.idle();
         await lease.release();
+        await fanout.close();
         await graph?.close();
         if (!options.db) await db.close();
       })();

@@ -60,6 +60,7 @@ const schema = z
     GITLAB_CLIENT_ID: z.string().min(1).optional(),
     GITLAB_CLIENT_SECRET: z.string().min(1).optional(),
     REPOLENS_PROVIDER_MAX_WAIT_S: z.coerce.number().int().min(0).default(15 * 60),
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
     REPOLENS_DELTA_AUTO_MIN_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -95,6 +96,8 @@ const schema = z
       /** Provider REST APIs (GitHub, GitLab): each call's limit, and the longest rate-limit wait before a call fails. */
       providerTimeoutMs: env.REPOLENS_PROVIDER_TIMEOUT_MS,
       providerMaxWaitS: env.REPOLENS_PROVIDER_MAX_WAIT_S,
+      /** Sync events across instances through Redis (yoga's Redis event target); without it, PostgreSQL LISTEN/NOTIFY. */
+      redisUrl: env.REDIS_URL,
       /** AUTO tries DELTA for a repository its platform reported at least this large (0: every repository with a platform credential). */
       deltaAutoMinBytes: env.REPOLENS_DELTA_AUTO_MIN_BYTES,
       /** OAuth apps (startOAuth): both the id and the secret, or OAuth with that provider is off. */

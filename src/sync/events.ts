@@ -1,4 +1,4 @@
-import { createPubSub, type PubSub } from 'graphql-yoga';
+import { createPubSub, map, pipe, type PubSub } from 'graphql-yoga';
 import type { RepositoryStatus, SyncPhase } from '../generated/prisma/enums.js';
 import { redactSecrets } from './redact.js';
 
@@ -41,6 +41,10 @@ export class SyncEvents {
   }
 
   subscribe(repositoryId: string): AsyncIterable<SyncEventPayload> {
-    return this.pubsub.subscribe('syncStatus', repositoryId);
+    // Events from another instance came as JSON: their time is a string again, made a Date here.
+    return pipe(
+      this.pubsub.subscribe('syncStatus', repositoryId),
+      map((event: SyncEventPayload) => (event.at instanceof Date ? event : { ...event, at: new Date(event.at as unknown as string) })),
+    );
   }
 }
