@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { rebuildCommit, unsafePath } from '../src/sync/delta.js';
+import { parseNumstat, rebuildCommit, unsafePath } from '../src/sync/delta.js';
 import type { CommitDescription } from '../src/providers/platform.js';
 
 // The pure parts of DELTA: which paths a compare answer may name, and the
@@ -83,5 +83,13 @@ describe('rebuildCommit', () => {
     expect(rebuildCommit(commit, 'b'.repeat(40))).toBeNull();
     expect(rebuildCommit({ ...commit, author: { ...commit.author, name: 'Eve' } }, tree)).toBeNull();
     expect(rebuildCommit({ ...commit, author: { ...commit.author, date: 'yesterday' } }, tree)).toBeNull();
+  });
+});
+
+describe('parseNumstat', () => {
+  it('reads numstat -z records (also the two-path form of a rename; git apply names a rename by its new path), a tab in a name, binary files', () => {
+    const stdout = ['1\t1\tsrc/a.ts', '0\t0\t', 'old name.md', 'new\tname.md', '-\t-\timage.png', ''].join('\0');
+    expect(parseNumstat(stdout)).toEqual({ files: 3, paths: ['src/a.ts', 'old name.md', 'new\tname.md', 'image.png'], binary: true });
+    expect(parseNumstat('')).toEqual({ files: 0, paths: [], binary: false });
   });
 });

@@ -92,14 +92,14 @@ async function fromPatch(git: Git, request: DeltaRequest, index: string, call: C
   if (commit.sha !== head) throw new DeltaUnavailable(`the API described commit ${commit.sha}, not ${head}`);
   if (commit.signed) throw new DeltaUnavailable('the head commit is signed: its object cannot be rebuilt from the API');
   const patch = Buffer.from(diff);
-  let files: string[] = [];
+  let changed = 0;
   if (patch.length > 0) {
     // The paths the patch touches, as git itself reads them (quoting, renames).
     const numstat = await git.run(['apply', '--numstat', '-z', '-'], { cwd, signal, stdin: Readable.from([patch]) });
     const listed = parseNumstat(numstat.stdout);
     if (listed.binary) return null;
-    files = listed.paths;
-    for (const file of files) if (unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
+    changed = listed.files;
+    for (const file of listed.paths) if (unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
   }
   const env = { GIT_INDEX_FILE: index };
   await git.run(['read-tree', base], { cwd, signal, env });
@@ -108,22 +108,28 @@ async function fromPatch(git: Git, request: DeltaRequest, index: string, call: C
   if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the compare API's patch does not make the head's tree ${commit.treeSha}`);
   await writeCommit(git, cwd, commit, tree, signal);
   request.onProgress?.(1, 1);
-  return new Set(files).size;
+  return changed;
 }
 
-/** `git apply --numstat -z`: every path a patch names (both sides of a rename), and whether any file is binary. */
-function parseNumstat(stdout: string): { paths: string[]; binary: boolean } {
+/**
+ * `git apply --numstat -z`: the files a patch changes (a rename is one), every
+ * path it names (both sides of a rename), and whether any file is binary.
+ */
+export function parseNumstat(stdout: string): { files: number; paths: string[]; binary: boolean } {
   const fields = stdout.split('\0');
   const paths: string[] = [];
+  let files = 0;
   let binary = false;
-  for (let position = 0; position < fields.length - 1; ) {
-    const [added, , file] = fields[position++]!.split('\t');
+  for (let position = 0; position < fields.length - 1; files++) {
+    // "added TAB deleted TAB path" (a path may hold tabs too); a rename has an empty path and
+    // then its two paths as fields of their own.
+    const [added = '', , ...rest] = fields[position++]!.split('\t');
+    const file = rest.join('\t');
     if (added === '-') binary = true;
-    // A rename: "added TAB deleted TAB" then the two paths as their own fields.
     if (file === '') paths.push(fields[position++]!, fields[position++]!);
-    else if (file !== undefined) paths.push(file);
+    else paths.push(file);
   }
-  return { paths, binary };
+  return { files, paths, binary };
 }
 
 /**
