@@ -87,9 +87,10 @@ describe('rebuildCommit', () => {
 });
 
 describe('parseNumstat', () => {
-  it('reads numstat -z records (also the two-path form of a rename; git apply names a rename by its new path), a tab in a name, binary files', () => {
-    const stdout = ['1\t1\tsrc/a.ts', '0\t0\t', 'old name.md', 'new\tname.md', '-\t-\timage.png', ''].join('\0');
-    expect(parseNumstat(stdout)).toEqual({ files: 3, paths: ['src/a.ts', 'old name.md', 'new\tname.md', 'image.png'], binary: true });
-    expect(parseNumstat('')).toEqual({ files: 0, paths: [], binary: false });
+  it('reads git apply --numstat -z: one record per file (a rename by its new path), a tab in a name, binary files', () => {
+    const stdout = ['1\t1\tsrc/a.ts', '0\t0\tnew\tname.md', '-\t-\timage.png', ''].join('\0');
+    expect(parseNumstat(stdout)).toEqual({ paths: ['src/a.ts', 'new\tname.md', 'image.png'], binary: true });
+    expect(parseNumstat('3\t0\tplain.txt\0')).toEqual({ paths: ['plain.txt'], binary: false });
+    expect(parseNumstat('')).toEqual({ paths: [], binary: false });
   });
 });

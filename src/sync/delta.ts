@@ -7,15 +7,16 @@ import type { Git } from './git.js';
 
 /**
  * DELTA (SPEC §1): the objects of a new head come from the platform's REST
- * API instead of a git fetch. The compare API lists the changed files; only
- * those the copy lacks are downloaded, each checked against its blob id; the
- * head's tree is built from the old one plus the changes, and the head
- * commit object is written again from the API's description. Both are
- * checked against the ids upstream gave (the commit's SHA covers the tree,
- * its parents and every byte of its text), so the copy ends with the very
- * objects a fetch would have brought, and the working tree is then moved by
- * git's own checkout (which writes modes and symlinks as git has them, and
- * never writes through a symlink or outside the tree).
+ * API instead of a git fetch. The head's tree is built from the old one plus
+ * the change: GitHub's compare patch applied to it (fromPatch), or the
+ * compare API's list of changed files with the contents the copy lacks, each
+ * checked against its blob id (fromFiles). The head commit object is then
+ * written again from the API's description. Tree and commit are checked
+ * against the ids upstream gave (the commit's SHA covers the tree, its
+ * parents and every byte of its text), so the copy ends with the very objects
+ * a fetch would have brought, and the working tree is then moved by git's
+ * own checkout (which writes modes and symlinks as git has them, and never
+ * writes through a symlink or outside the tree).
  *
  * Anything the API cannot answer exactly (a list cut at the platform's limit,
  * a head that does not descend from the copy, an unsafe path, content that
@@ -89,17 +90,16 @@ async function fromPatch(git: Git, request: DeltaRequest, index: string, call: C
     platformStep(() => platform.compareDiff!(name, base, head, call)),
     platformStep(() => platform.commitDescription!(name, head, call)),
   ]);
-  if (commit.sha !== head) throw new DeltaUnavailable(`the API described commit ${commit.sha}, not ${head}`);
-  if (commit.signed) throw new DeltaUnavailable('the head commit is signed: its object cannot be rebuilt from the API');
+  rebuildable(commit, head);
   const patch = Buffer.from(diff);
-  let changed = 0;
+  let paths: string[] = [];
   if (patch.length > 0) {
     // The paths the patch touches, as git itself reads them (quoting, renames).
     const numstat = await git.run(['apply', '--numstat', '-z', '-'], { cwd, signal, stdin: Readable.from([patch]) });
     const listed = parseNumstat(numstat.stdout);
     if (listed.binary) return null;
-    changed = listed.files;
-    for (const file of listed.paths) if (unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
+    paths = listed.paths;
+    for (const file of paths) if (unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
   }
   const env = { GIT_INDEX_FILE: index };
   await git.run(['read-tree', base], { cwd, signal, env });
@@ -108,28 +108,19 @@ async function fromPatch(git: Git, request: DeltaRequest, index: string, call: C
   if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the compare API's patch does not make the head's tree ${commit.treeSha}`);
   await writeCommit(git, cwd, commit, tree, signal);
   request.onProgress?.(1, 1);
-  return changed;
+  return paths.length;
 }
 
 /**
- * `git apply --numstat -z`: the files a patch changes (a rename is one), every
- * path it names (both sides of a rename), and whether any file is binary.
+ * `git apply --numstat -z`: one "added TAB deleted TAB path" record per file
+ * the patch changes (a rename by its new path; "-" counts for a binary file;
+ * a path may hold tabs), and whether any file is binary. The old side of a
+ * rename must be in the old tree, which holds no unsafe path.
  */
-export function parseNumstat(stdout: string): { files: number; paths: string[]; binary: boolean } {
-  const fields = stdout.split('\0');
-  const paths: string[] = [];
-  let files = 0;
-  let binary = false;
-  for (let position = 0; position < fields.length - 1; files++) {
-    // "added TAB deleted TAB path" (a path may hold tabs too); a rename has an empty path and
-    // then its two paths as fields of their own.
-    const [added = '', , ...rest] = fields[position++]!.split('\t');
-    const file = rest.join('\t');
-    if (added === '-') binary = true;
-    if (file === '') paths.push(fields[position++]!, fields[position++]!);
-    else paths.push(file);
-  }
-  return { files, paths, binary };
+export function parseNumstat(stdout: string): { paths: string[]; binary: boolean } {
+  const records = stdout.split('\0').filter(Boolean);
+  const paths = records.map((record) => record.split('\t').slice(2).join('\t'));
+  return { paths, binary: records.some((record) => record.startsWith('-\t')) };
 }
 
 /**
@@ -143,9 +134,7 @@ async function fromFiles(git: Git, request: DeltaRequest, index: string, call: C
   if (!comparison.complete) {
     throw new DeltaUnavailable(`the compare API did not list the whole change from ${base.slice(0, 12)} (past its file limit, or the head does not descend from the copy)`);
   }
-  const commit = comparison.headCommit;
-  if (!commit || commit.sha !== head) throw new DeltaUnavailable('the compare API did not describe the head commit');
-  if (commit.signed) throw new DeltaUnavailable('the head commit is signed: its object cannot be rebuilt from the API');
+  const commit = rebuildable(comparison.headCommit, head);
   for (const change of comparison.changes) {
     for (const file of [change.path, change.previousPath]) {
       if (file !== null && unsafePath(file)) throw new DeltaUnavailable(`the compare API named an unsafe path: ${JSON.stringify(file)}`);
@@ -208,6 +197,13 @@ async function fromFiles(git: Git, request: DeltaRequest, index: string, call: C
   if (commit.treeSha && tree !== commit.treeSha) throw new DeltaUnavailable(`the files the compare API listed do not make the head's tree ${commit.treeSha}`);
   await writeCommit(git, cwd, commit, tree, signal);
   return comparison.changes.length;
+}
+
+/** The API's description of the head commit, when its object can be written again from it. */
+function rebuildable(commit: CommitDescription | null, head: string): CommitDescription {
+  if (!commit || commit.sha !== head) throw new DeltaUnavailable(`the API did not describe the head commit ${head}`);
+  if (commit.signed) throw new DeltaUnavailable('the head commit is signed: its object cannot be rebuilt from the API');
+  return commit;
 }
 
 /**

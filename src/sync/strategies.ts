@@ -154,7 +154,7 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
       });
       await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
       await input.onApply();
-      await checkOut({ ...input, repair: false }, cwd, branch, remoteSha);
+      await checkOut(input, cwd, branch, remoteSha);
       return { head: remoteSha, branch, filesChanged: objects.filesChanged, bytesReceived: objects.bytesReceived };
     },
   };

@@ -155,7 +155,7 @@ async function sync(
   await beginTransfer(prisma, recorder, repository, delta ? 'DELTA' : strategy, refs);
 
   let usedStrategy: SyncStrategy = strategy;
-  let result = delta ? await tryDelta(deps, input, delta, recorder, repository.id, signal) : null;
+  let result = delta ? await tryDelta(deps, input, delta, recorder) : null;
   if (result) {
     usedStrategy = 'DELTA';
   } else if (strategy === 'FULL') {
@@ -366,20 +366,13 @@ async function followBranch(prisma: Prisma, repository: Repository, branch: stri
  * or on any inconsistency; the copy is unchanged then). A DELTA that failed on
  * the local copy also leaves it to the fetch, which re-clones a broken copy.
  */
-async function tryDelta(
-  deps: RunDependencies,
-  input: StrategyInput,
-  source: DeltaSource,
-  recorder: RunRecorder,
-  repositoryId: string,
-  signal: AbortSignal,
-): Promise<StrategyResult | null> {
+async function tryDelta(deps: RunDependencies, input: StrategyInput, source: DeltaSource, recorder: RunRecorder): Promise<StrategyResult | null> {
   try {
     return await deps.strategies.delta(input, source);
   } catch (error) {
-    if (signal.aborted || !(error instanceof DeltaUnavailable || isLocalCopyProblem(error))) throw error;
+    if (input.signal.aborted || !(error instanceof DeltaUnavailable || isLocalCopyProblem(error))) throw error;
     const reason = redactSecrets((error as Error).message);
-    deps.logger.info({ repositoryId, reason }, 'DELTA not possible; fetching with git');
+    deps.logger.info({ repositoryId: input.repositoryId, reason }, 'DELTA not possible; fetching with git');
     const message = error instanceof DeltaUnavailable ? `DELTA not possible (${reason}); fetching with git` : `DELTA failed on the local copy (${reason}); fetching with git`;
     await recorder.phase('FETCHING', { message, run: { strategy: 'INCREMENTAL' } });
     return null;

@@ -6,9 +6,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
 import { blob, commitInfo, commitOf, mergeBase, rawDiff, revCount, revList, textDiff, treeEntry, treeListing } from './gitDiff.js';
-import { readJson, readText } from './httpBody.js';
+import { readJson, readText, writeBody } from './httpBody.js';
 
 /**
  * A fake of GitHub's REST API (the SaaS cannot run here), backed by the real
@@ -128,12 +127,8 @@ export async function startFakeGithub(options: FakeGithubOptions): Promise<FakeG
         const raw = typeof body === 'string' || Buffer.isBuffer(body);
         const value = rewrite ? rewrite(url.pathname, Buffer.isBuffer(body) ? body.toString('utf8') : body) : body;
         const text = raw ? (value as string | Buffer) : JSON.stringify(value);
-        const type = typeof body === 'string' || Buffer.isBuffer(body) ? (headers['content-type'] ?? 'text/plain; charset=utf-8') : 'application/json; charset=utf-8';
-        // GitHub compresses answers for clients that accept it (every fetch does).
-        const gzip = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? '')) && Buffer.byteLength(text) > 0;
-        const wire = gzip ? gzipSync(text) : Buffer.from(text);
-        bytesSent += wire.byteLength;
-        res.writeHead(status, { ...headers, 'content-type': type, 'content-length': String(wire.byteLength), ...(gzip ? { 'content-encoding': 'gzip', vary: 'Accept-Encoding' } : {}) }).end(wire);
+        const type = raw ? (headers['content-type'] ?? 'text/plain; charset=utf-8') : 'application/json; charset=utf-8';
+        bytesSent += writeBody(req, res, status, text, { ...headers, 'content-type': type });
       }
     };
 

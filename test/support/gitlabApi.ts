@@ -5,9 +5,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
 import { blob, commitInfo, commitOf, mergeBase, rawDiff, revList, treeEntry } from './gitDiff.js';
-import { readJson, readText } from './httpBody.js';
+import { readJson, readText, writeBody } from './httpBody.js';
 
 /**
  * A fake of GitLab's REST API v4 (gitlab.com cannot run here), backed by the
@@ -92,12 +91,7 @@ export async function startFakeGitlab(options: FakeGitlabOptions): Promise<FakeG
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       record.status = status;
       if (status === 204) return void res.writeHead(204, headers).end();
-      const text = JSON.stringify(rewrite ? rewrite(url.pathname, body) : body);
-      // GitLab compresses answers for clients that accept it (every fetch does).
-      const gzip = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
-      const wire = gzip ? gzipSync(text) : Buffer.from(text);
-      bytesSent += wire.byteLength;
-      res.writeHead(status, { 'content-type': 'application/json', ...headers, 'content-length': String(wire.byteLength), ...(gzip ? { 'content-encoding': 'gzip', vary: 'Accept-Encoding' } : {}) }).end(wire);
+      bytesSent += writeBody(req, res, status, JSON.stringify(rewrite ? rewrite(url.pathname, body) : body), { 'content-type': 'application/json', ...headers });
     };
 
     if (url.pathname === '/oauth/authorize' || url.pathname === '/oauth/token') return oauth(req, url, send);

@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 
 /** A request's whole body as text (the fakes' bodies are small). */
 export async function readText(req: IncomingMessage): Promise<string> {
@@ -15,4 +16,16 @@ export async function readJson(req: IncomingMessage): Promise<Record<string, unk
   } catch {
     return null;
   }
+}
+
+/**
+ * Writes an answer the way GitHub and GitLab do: gzipped for a client that
+ * accepts it (every fetch does), with its Content-Length. Returns the bytes
+ * that went on the wire.
+ */
+export function writeBody(req: IncomingMessage, res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string>): number {
+  const gzip = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? '')) && Buffer.byteLength(body) > 0;
+  const wire = gzip ? gzipSync(body) : Buffer.from(body);
+  res.writeHead(status, { ...headers, 'content-length': String(wire.byteLength), ...(gzip ? { 'content-encoding': 'gzip', vary: 'Accept-Encoding' } : {}) }).end(wire);
+  return wire.byteLength;
 }
