@@ -13,6 +13,8 @@ import { startTestApp, waitForIdle, waitForRepository, type TestApp } from './su
 import type { TestClient } from './support/client.js';
 import { createUpstream, git } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
+import { dropDatabase } from './support/database.js';
+import pg from 'pg';
 
 const dbId = (globalId: string) => Buffer.from(globalId, 'base64url').toString().split(':')[1]!;
 
@@ -325,3 +327,38 @@ async function processesMatching(text: string): Promise<string[]> {
   }
   return found;
 }
+
+describe('engine: shutdown', () => {
+  let server: GitServer;
+  beforeAll(async () => {
+    server = await startGitServer();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('a run whose claim is under way when the app closes is queued again, not started behind the close', async () => {
+    const upstream = await createUpstream(server, 'engine/closing');
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const testApp = await startTestApp();
+      const client = await testApp.client();
+      const projectId = (await client.request(CreateProjectDocument, { name: 'closing' })).createProject.project.id;
+      // addRepository queues the INITIAL run and starts claiming it; the close comes at once.
+      await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, archivePolicy: 'NONE' } });
+      await testApp.close({ keep: true });
+      const database = new pg.Client({ connectionString: testApp.databaseUrl! });
+      await database.connect();
+      try {
+        const { rows } = await database.query<{ status: string; activeSlot: string | null }>(`SELECT status, "activeSlot" FROM "SyncRun"`);
+        expect(rows).toHaveLength(1);
+        // Queued again (the next start runs it), or finished within the grace period: never left RUNNING.
+        expect(['QUEUED', 'SUCCEEDED']).toContain(rows[0]!.status);
+        expect(rows[0]!.activeSlot).not.toBe('RUNNING');
+      } finally {
+        await database.end();
+        await dropDatabase(new URL(testApp.databaseUrl!).pathname.slice(1));
+        await rm(testApp.dataDir, { recursive: true, force: true });
+      }
+    }
+  });
+});

@@ -38,6 +38,7 @@ export class SyncEngine {
   private readonly hosts = new Map<string, PQueue>();
   private readonly scheduled = new Set<string>();
   private readonly active = new Map<string, ActiveRun>();
+  private readonly claiming = new Set<Promise<unknown>>();
   private accepting = true;
 
   constructor(
@@ -128,6 +129,8 @@ export class SyncEngine {
     this.accepting = false;
     this.global.clear();
     for (const queue of this.hosts.values()) queue.clear();
+    // A claim that was under way when intake stopped is put back in the queue (execute()).
+    await Promise.allSettled([...this.claiming]);
     const running = [...this.active.values()];
     const allDone = Promise.all(running.map((run) => run.done));
     const timedOut = await Promise.race([
@@ -148,7 +151,17 @@ export class SyncEngine {
 
   private async execute(runId: string, repositoryId: string, host: string): Promise<void> {
     if (!this.accepting) return;
-    const claimed = await this.runQueue.claim(runId, this.options.instanceId);
+    // shutdown() waits for claims under way: one that lands after intake stopped goes back to the queue.
+    const claiming = (async () => {
+      const run = await this.runQueue.claim(runId, this.options.instanceId);
+      if (run && !this.accepting) {
+        await this.runQueue.requeue(run.run.id, 'interrupted by shutdown; queued again');
+        return null;
+      }
+      return run;
+    })();
+    this.claiming.add(claiming);
+    const claimed = await claiming.finally(() => this.claiming.delete(claiming));
     // Not claimable: another run of this repository is running; it re-schedules this one when it ends.
     if (!claimed) return;
     const abort = new AbortController();
