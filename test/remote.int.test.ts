@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GitError } from '../src/sync/git.js';
@@ -152,5 +152,54 @@ describe('readRemote: the CHECK ref listing over smart HTTP, without spawning gi
     const closedPort = (closed.address() as AddressInfo).port;
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     await expectGitError(readRemote(`http://127.0.0.1:${closedPort}/repo.git`, options), 'unreachable', /ECONNREFUSED/);
+  });
+
+  it('a kept-alive connection the server closes as it is reused (its idle timeout): sent again once on a new one; a fresh connection reset is not retried', async () => {
+    // In front of the git server: serves one request per connection, and drops the connection when a
+    // second request arrives on it, as a server whose keep-alive timeout fires at that moment does.
+    let connections = 0;
+    let dropped = 0;
+    const perSocket = new WeakMap<object, number>();
+    const proxy: Server = createServer((req, res) => {
+      const count = (perSocket.get(req.socket) ?? 0) + 1;
+      perSocket.set(req.socket, count);
+      if (count > 1) {
+        dropped++;
+        return void req.socket.destroy();
+      }
+      const forward = new URL(req.url!, upstream.url);
+      const outbound = request(forward, { method: req.method, headers: { ...req.headers, host: forward.host } }, (answer) => {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+      });
+      req.pipe(outbound);
+    });
+    proxy.on('connection', () => connections++);
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const url = `${base}${new URL(upstream.url).pathname}`;
+    try {
+      const listed = await readRemote(url, options);
+      expect(listed.branches.get(listed.defaultBranch!)).toBe(await upstream.head());
+      // The second request went out on the kept-alive socket, was dropped, and went again on a new one.
+      expect(dropped).toBeGreaterThanOrEqual(1);
+      expect(connections).toBeGreaterThanOrEqual(2);
+    } finally {
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+
+    // A server that resets every new connection: one attempt, a clean network failure.
+    let attempts = 0;
+    const reset: Server = createServer((req) => {
+      attempts++;
+      req.socket.destroy();
+    });
+    await new Promise<void>((resolve) => reset.listen(0, '127.0.0.1', resolve));
+    try {
+      await expectGitError(readRemote(`http://127.0.0.1:${(reset.address() as AddressInfo).port}/repo.git`, options), 'unreachable', /ECONNRESET/);
+      expect(attempts).toBe(1);
+    } finally {
+      await new Promise<void>((resolve) => reset.close(() => resolve()));
+    }
   });
 });

@@ -54,15 +54,23 @@ export async function openResponse(url: string, init: SmartHttpRequest, contentT
   const client = target.protocol === 'https:' ? https : http;
   const agent = agents[target.protocol as keyof typeof agents];
   if (!agent) throw new GitError('failed', `${exchange.action} failed: unsupported protocol ${target.protocol}`);
-  let response: http.IncomingMessage;
-  try {
-    response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const request = client.request(target, { method: init.method, headers: init.headers, agent, signal: exchange.signal }, resolve);
-      request.once('error', reject);
-      request.end(init.body);
-    });
-  } catch (error) {
-    throw exchange.failure(error);
+  let response: http.IncomingMessage | undefined;
+  for (let attempt = 0; !response; attempt++) {
+    let reused = false;
+    try {
+      response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const request = client.request(target, { method: init.method, headers: init.headers, agent, signal: exchange.signal }, resolve);
+        request.once('socket', () => (reused = request.reusedSocket));
+        request.once('error', reject);
+        request.end(init.body);
+      });
+    } catch (error) {
+      // A kept-alive socket the server closed as it was reused (its idle timeout): sent again once on a new
+      // one, as Node's documentation advises. Every smart-HTTP request here reads, so it is safe to repeat.
+      const code = (error as { code?: string }).code;
+      if (reused && attempt === 0 && (code === 'ECONNRESET' || code === 'EPIPE') && !exchange.signal.aborted) continue;
+      throw exchange.failure(error);
+    }
   }
   const status = response.statusCode ?? 0;
   const refuse = (failure: GitError['failure'], message: string) => {
