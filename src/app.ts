@@ -15,6 +15,7 @@ import { createEventFanout } from './sync/eventFanout.js';
 import { Git } from './sync/git.js';
 import { RepositoryService } from './sync/repositories.js';
 import { parseRepositoryUrl } from './sync/repositoryUrl.js';
+import { Membership } from './sync/membership.js';
 import { RunQueue } from './sync/runQueue.js';
 import { Scheduler } from './sync/scheduler.js';
 import { createStrategies } from './sync/strategies.js';
@@ -43,6 +44,8 @@ export interface App {
   instanceId: string;
   /** How sync events reach other instances. */
   eventFanout: 'local' | 'redis' | 'postgresql';
+  /** The live instances and which one owns a repository (affinity). */
+  membership: Membership;
   close(): Promise<void>;
 }
 
@@ -86,6 +89,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // Names this process in SyncRun.claimedBy; the lease tells other instances it is alive.
   const instanceId = `${process.pid}-${randomUUID()}`;
   const lease = await db.leaseInstance(instanceId);
+  // Affinity (SPEC §1 "Several processes"): a repository's runs execute on the live instance that owns it.
+  const membership = new Membership(
+    db.prisma,
+    lease,
+    instanceId,
+    logger,
+    db.kind === 'postgresql' ? { heartbeatMs: config.heartbeatMs, ttlMs: config.instanceTtlMs } : null,
+  );
 
   const platforms = new Platforms(config, logger);
   const oauth = new OAuthService(db.prisma, secretBox, config, platforms, logger);
@@ -109,7 +120,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     },
     runQueue,
     metrics,
-    { concurrency: config.syncConcurrency, hostConcurrency: config.hostConcurrency, instanceId, afterSync: () => evictor.request() },
+    {
+      concurrency: config.syncConcurrency,
+      hostConcurrency: config.hostConcurrency,
+      instanceId,
+      afterSync: () => evictor.request(),
+      owns: (repositoryId) => membership.owns(repositoryId),
+    },
   );
   repositories = new RepositoryService(db.prisma, engine, git, copies, archiver, indexer, secretBox, config, logger, platforms, oauth);
   const webhooks = new WebhookService({
@@ -128,6 +145,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms, oauth };
 
   await recover(db, runQueue, lease, logger);
+  await membership.start();
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
 
   const http = createHttpServer({ db, services, metrics, logger });
@@ -139,8 +157,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   // PORT=0 binds a free port; the webhook URL handed to hosts must name it.
   if (!config.publicUrlConfigured) config.publicUrl = url;
+  await membership.recordUrl(url);
   logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir, archives: store.urlOf('') }, 'RepoLens Sync is serving');
 
+  // Runs other instances queue for repositories this one owns.
+  engine.listenForNotices();
   const resumed = await engine.resumeQueued();
   if (resumed) logger.info({ runs: resumed }, 'resumed queued sync runs');
   // Accepted (answered 2xx) before a stop but never processed: nothing accepted is lost.
@@ -149,7 +170,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   scheduler.start();
   // Idle copies age out even when no run finishes to start a pass.
   evictor.request();
-  const evictionTimer = evictor.enabled ? setInterval(() => evictor.request(), 60_000).unref() : undefined;
+  // …and copies of repositories removed through another instance go too.
+  const sweepStray = () => void evictor.removeStray().catch((error: unknown) => logger.error({ err: error }, 'removing stray working copies failed'));
+  sweepStray();
+  const evictionTimer = setInterval(() => {
+    evictor.request();
+    sweepStray();
+  }, 60_000).unref();
   // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over.
   const sweep =
     db.kind === 'postgresql' && config.orphanSweepMs > 0
@@ -159,6 +186,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
             .catch((error: unknown) => logger.error({ err: error }, 'orphaned-run sweep failed'));
         }, config.orphanSweepMs).unref()
       : undefined;
+  // An instance that left (killed: its lease is gone) hands over its runs now, not at the next sweep; while
+  // there are several, every heartbeat also picks up the queued runs of owned repositories that a notice missed.
+  membership.onHeartbeat = ({ members, joined, left }) => {
+    if (members.length === 1 && !joined.length && !left.length) return;
+    void (async () => {
+      if (left.length) await recover(db, runQueue, lease, logger);
+      await engine.resumeQueued();
+    })().catch((error: unknown) => logger.error({ err: error }, 'taking over queued runs failed'));
+  };
 
   let closing: Promise<void> | undefined;
   return {
@@ -173,6 +209,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     url,
     instanceId,
     eventFanout: fanout.kind,
+    membership,
     close() {
       closing ??= (async () => {
         clearInterval(sweep);
@@ -180,6 +217,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         await scheduler.stop();
         await http.close();
         await webhooks.idle();
+        // Leaving first: the other instances start taking this one's repositories while its runs finish.
+        await membership.stop();
         await engine.shutdown(config.shutdownGraceMs);
         await evictor.idle();
         await lease.release();

@@ -32,6 +32,8 @@ const schema = z
     REPOLENS_SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(0).default(15_000),
     REPOLENS_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
     REPOLENS_ORPHAN_SWEEP_MS: z.coerce.number().int().min(0).default(30_000),
+    REPOLENS_HEARTBEAT_MS: positiveInt(2_000),
+    REPOLENS_INSTANCE_TTL_MS: positiveInt(15_000),
     GITHUB_WEBHOOK_SECRET: z.string().min(1).optional(),
     GITLAB_WEBHOOK_SECRET: z.string().min(1).optional(),
     S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name').optional(),
@@ -71,6 +73,10 @@ const schema = z
         context.addIssue({ code: 'custom', path: [env[id] ? secret : id], message: `must be set together with ${env[id] ? id : secret}` });
       }
     }
+    // A live instance renews its heartbeat several times within the TTL, or the others drop it between two beats.
+    if (env.REPOLENS_INSTANCE_TTL_MS < 3 * env.REPOLENS_HEARTBEAT_MS) {
+      context.addIssue({ code: 'custom', path: ['REPOLENS_INSTANCE_TTL_MS'], message: 'must be at least 3 × REPOLENS_HEARTBEAT_MS' });
+    }
   })
   .transform((env) => {
     const dataDir = path.resolve(env.DATA_DIR);
@@ -91,6 +97,9 @@ const schema = z
       shutdownGraceMs: env.REPOLENS_SHUTDOWN_GRACE_MS,
       schedulerIntervalMs: env.REPOLENS_SCHEDULER_INTERVAL_MS,
       orphanSweepMs: env.REPOLENS_ORPHAN_SWEEP_MS,
+      /** Several instances (SPEC §1): heartbeat period, and how stale a heartbeat makes an instance gone. */
+      heartbeatMs: env.REPOLENS_HEARTBEAT_MS,
+      instanceTtlMs: env.REPOLENS_INSTANCE_TTL_MS,
       /** Provider-wide webhook secrets: they verify deliveries for every registration. */
       githubWebhookSecret: env.GITHUB_WEBHOOK_SECRET,
       /** Provider REST APIs (GitHub, GitLab): each call's limit, and the longest rate-limit wait before a call fails. */

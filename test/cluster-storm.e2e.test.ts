@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeGlobalId } from '../src/schema/globalId.js';
-import { AddRepositoryDocument, CreateProjectDocument } from './generated/graphql.js';
-import { startTestApp, waitForIdle, waitForRepository, type TestApp } from './support/app.js';
+import { AddRepositoryDocument, CreateProjectDocument, RemoveRepositoryDocument } from './generated/graphql.js';
+import { startTestApp, waitForIdle, waitForMembers, waitForRepository, type TestApp } from './support/app.js';
 import { createUpstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
@@ -18,7 +20,7 @@ const apps: TestApp[] = [];
 
 beforeAll(async () => {
   server = await startGitServer();
-  const env = { ENCRYPTION_KEY: randomBytes(32).toString('base64') };
+  const env = { ENCRYPTION_KEY: randomBytes(32).toString('base64'), REPOLENS_HEARTBEAT_MS: '300', REPOLENS_INSTANCE_TTL_MS: '3000' };
   apps.push(await startTestApp({ env }));
   for (let index = 1; index < 3; index++) apps.push(await startTestApp({ databaseUrl: apps[0]!.databaseUrl!, env }));
 });
@@ -80,4 +82,40 @@ describe('three instances on one database', { timeout: 120_000 }, () => {
     const instances = new Set(apps.map((app) => app.app.instanceId));
     for (const run of executed) expect(instances.has(run.claimedBy!)).toBe(true);
   });
+
+  it('a repository removed through an instance that does not own it: the owner deletes its copy at its sweep for stray copies', async () => {
+    await waitForMembers(apps);
+    const client = await apps[0]!.client('cluster');
+    const upstream = await createUpstream(server, 'cluster/stray', { files: { 'README.md': '# stray\n' } });
+    const projectId = (await client.request(CreateProjectDocument, { name: 'cluster-stray' })).createProject.project.id;
+    const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, archivePolicy: 'NONE' } });
+    const globalId = addRepository.repository.id;
+    const repositoryId = decodeGlobalId(globalId).id;
+    await waitForRepository(client, globalId, (state) => state.status === 'SYNCED');
+    const owner = apps.find((app) => app.app.membership.owns(repositoryId))!;
+    const remover = apps.find((app) => app !== owner)!;
+    const copy = owner.app.services.copies.pathOf(repositoryId);
+    expect(await exists(copy)).toBe(true);
+    // A folder that is not a repository's copy is never touched.
+    const foreign = path.join(owner.app.services.copies.reposDir, 'not-a-repository');
+    await mkdir(foreign, { recursive: true });
+
+    await (await remover.client('cluster')).request(RemoveRepositoryDocument, { repositoryId: globalId });
+    // The remover cleaned its own disk only: the owner's copy is still there…
+    expect(await exists(copy)).toBe(true);
+    // …until the owner's sweep (at start and every minute) sees that its repository is gone.
+    expect(await owner.app.evictor.removeStray()).toEqual([repositoryId]);
+    expect(await exists(copy)).toBe(false);
+    expect(await exists(foreign)).toBe(true);
+    // Copies of repositories that exist stay.
+    for (const app of apps) expect(await app.app.evictor.removeStray()).toEqual([]);
+    await rm(foreign, { recursive: true });
+  });
 });
+
+function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}

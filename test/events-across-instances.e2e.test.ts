@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeGlobalId } from '../src/schema/globalId.js';
 import { AddRepositoryDocument, CreateProjectDocument, SyncRepositoryDocument, SyncStatusDocument } from './generated/graphql.js';
-import { startTestApp, waitForIdle, waitForRepository, type TestApp } from './support/app.js';
+import { startTestApp, waitForMembers, waitForIdle, waitForRepository, type TestApp } from './support/app.js';
 import { createUpstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 
@@ -32,7 +32,7 @@ describe.each([
 
   beforeAll(async () => {
     // One key for both: either may open what the other sealed.
-    const shared = { ...env, ENCRYPTION_KEY: randomBytes(32).toString('base64') };
+    const shared = { ...env, ENCRYPTION_KEY: randomBytes(32).toString('base64'), REPOLENS_HEARTBEAT_MS: '300', REPOLENS_INSTANCE_TTL_MS: '3000' };
     a = await startTestApp({ env: shared });
     b = await startTestApp({ databaseUrl: a.databaseUrl!, env: shared });
     // NOTIFY is sent once another instance is seen listening (looked at every second).
@@ -57,22 +57,28 @@ describe.each([
     await waitForRepository(clientB, globalId, (repository) => repository.status === 'SYNCED');
     await waitForIdle(b.app, repositoryId);
 
-    const subscription = clientA.subscribe(SyncStatusDocument, { repositoryId: globalId });
+    // The instance that owns the repository executes its runs (affinity); the subscriber is on the other one,
+    // and the trigger goes to the subscriber's instance, which tells the owner.
+    await waitForMembers([a, b]);
+    const [executor, watcher] = a.app.membership.owns(repositoryId) ? [a, b] : [b, a];
+    expect(b.app.membership.owner(repositoryId)).toBe(executor.app.instanceId);
+    const watcherClient = watcher === a ? clientA : clientB;
+    const subscription = watcherClient.subscribe(SyncStatusDocument, { repositoryId: globalId });
     try {
       // The subscription is live once the server has it: give it a moment before the run starts.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const head = await upstream.commit({ 'fanout.txt': `seen on the other instance through ${kind}\n` });
-      await clientB.request(SyncRepositoryDocument, { repositoryId: globalId });
+      await watcherClient.request(SyncRepositoryDocument, { repositoryId: globalId });
       const events = await subscription.waitFor((received) => received.some((event) => event.syncStatus.phase === 'DONE'), 30_000);
       const phases = events.map((event) => event.syncStatus.phase);
-      expect(phases).toEqual(expect.arrayContaining(['CHECKING', 'FETCHING', 'DONE']));
+      expect(phases).toEqual(expect.arrayContaining(['QUEUED', 'CHECKING', 'FETCHING', 'DONE']));
       const done = events.find((event) => event.syncStatus.phase === 'DONE')!.syncStatus;
       expect(done).toMatchObject({ repositoryId: globalId, status: 'SYNCED', commitSha: head });
       expect(new Date(done.at as string).getTime()).toBeGreaterThan(Date.now() - 60_000);
-      // B executed it: A only relayed B's events.
-      const run = await b.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId, trigger: 'MANUAL' }, orderBy: { queuedAt: 'desc' } });
-      expect(run.claimedBy).toBe(b.app.instanceId);
-      expect(run.claimedBy).not.toBe(a.app.instanceId);
+      // The owner executed it: the instance that took the trigger only queued it and relayed the owner's events.
+      const run = await executor.app.db.prisma.syncRun.findFirstOrThrow({ where: { repositoryId, trigger: 'MANUAL' }, orderBy: { queuedAt: 'desc' } });
+      expect(run.claimedBy).toBe(executor.app.instanceId);
+      expect(run.claimedBy).not.toBe(watcher.app.instanceId);
     } finally {
       await subscription.close();
     }

@@ -117,14 +117,20 @@ async function leasePostgresInstance(connectionString: string, instanceId: strin
     }
   };
   await connect();
+  let asking: Promise<unknown> = Promise.resolve();
   return {
-    async isAlive(owner) {
-      if (owner === instanceId) return !released;
-      const ownerKey = [leaseLockClass, leaseKey(owner)];
-      const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', ownerKey);
-      if (!rows[0]?.taken) return true;
-      await client.query('SELECT pg_advisory_unlock($1, $2)', ownerKey);
-      return false;
+    isAlive(owner) {
+      if (owner === instanceId) return Promise.resolve(!released);
+      // One question at a time on the lease's connection (membership and the orphan sweep both ask).
+      const answer = asking.then(async () => {
+        const ownerKey = [leaseLockClass, leaseKey(owner)];
+        const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', ownerKey);
+        if (!rows[0]?.taken) return true;
+        await client.query('SELECT pg_advisory_unlock($1, $2)', ownerKey);
+        return false;
+      });
+      asking = answer.catch(() => undefined);
+      return answer;
     },
     async release() {
       released = true;

@@ -3,6 +3,7 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'nod
 import path from 'node:path';
 
 const syncingMarker = 'repolens-syncing';
+const repositoryIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export type CopyHealth = { healthy: true; head: string } | { healthy: false; reason: string };
 
@@ -49,9 +50,11 @@ export class WorkingCopies {
     }
   }
 
-  /** Ids of the working copies on this disk. */
+  /** Ids of the working copies on this disk (folders named like a repository id: anything else is not ours to judge). */
   async present(): Promise<string[]> {
-    return (await readdir(this.reposDir, { withFileTypes: true }).catch(() => [])).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+    return (await readdir(this.reposDir, { withFileTypes: true }).catch(() => []))
+      .filter((entry) => entry.isDirectory() && repositoryIdPattern.test(entry.name))
+      .map((entry) => entry.name);
   }
 
   /** Bytes of a copy's files (what eviction frees), walked without following symlinks. */

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Repository, SyncRun } from '../generated/prisma/client.js';
 import type { Metrics } from '../metrics.js';
 import type { Prisma } from '../storage/database.js';
-import type { SyncEvents } from './events.js';
+import type { RunQueuedNotice, SyncEvents } from './events.js';
 import type { RunQueue, TriggerRequest, EnqueueResult } from './runQueue.js';
 import { executeRun, type QueuedRun, type RunDependencies, type RunOutcome } from './syncRun.js';
 
@@ -14,6 +14,12 @@ export interface EngineOptions {
   instanceId: string;
   /** Told after each run that changed a working copy (eviction looks at the disk budget). */
   afterSync?: () => void;
+  /**
+   * Whether this instance owns a repository (affinity, SPEC §1 "Several
+   * processes"): only the owner executes its runs; another instance that
+   * queues one tells the owner. Default: every repository is this process's.
+   */
+  owns?: (repositoryId: string) => boolean;
 }
 
 /** Abort reason of a run stopped because its repository is being removed. */
@@ -40,6 +46,7 @@ export class SyncEngine {
   private readonly active = new Map<string, ActiveRun>();
   private readonly claiming = new Set<Promise<unknown>>();
   private accepting = true;
+  private notices: AsyncIterator<RunQueuedNotice> | undefined;
 
   constructor(
     private readonly deps: RunDependencies & { prisma: Prisma; events: SyncEvents; logger: Logger },
@@ -73,9 +80,39 @@ export class SyncEngine {
         phase: 'QUEUED',
         message: `queued by ${request.trigger.toLowerCase()} trigger`,
       });
-      this.schedule(result.run, repository.host);
+      this.dispatch(result.run, repository.host);
     }
     return result;
+  }
+
+  /**
+   * Starts taking the runs other instances queue for repositories this one
+   * owns (their notices come through the events' pubsub: Redis or NOTIFY). A
+   * notice for a repository this instance does not own is ignored, never
+   * passed on: the owner's own sweep (resumeQueued) catches what a notice missed.
+   */
+  listenForNotices(): void {
+    if (this.notices) return;
+    const notices = this.deps.events.queuedNotices()[Symbol.asyncIterator]();
+    this.notices = notices;
+    void (async () => {
+      for (;;) {
+        const next = await notices.next();
+        if (next.done) return;
+        const notice = next.value;
+        if (this.owns(notice.repositoryId)) this.schedule({ id: notice.runId, repositoryId: notice.repositoryId, priority: notice.priority }, notice.host);
+      }
+    })().catch((error: unknown) => this.deps.logger.error({ err: error }, 'queued-run notices stopped'));
+  }
+
+  private owns(repositoryId: string): boolean {
+    return this.options.owns?.(repositoryId) ?? true;
+  }
+
+  /** Executes a queued run here when this instance owns its repository, else tells the owner. */
+  private dispatch(run: Pick<SyncRun, 'id' | 'repositoryId' | 'priority'>, host: string): void {
+    if (this.owns(run.repositoryId)) this.schedule(run, host);
+    else this.deps.events.announceQueued({ runId: run.id, repositoryId: run.repositoryId, host, priority: run.priority });
   }
 
   /** Hands a queued run to the local queues (idempotent). */
@@ -84,7 +121,7 @@ export class SyncEngine {
     this.scheduled.add(run.id);
     const hostQueue = this.hostQueue(host);
     void hostQueue
-      .add(() => this.global.add(() => this.execute(run.id, run.repositoryId, host), { priority: run.priority, id: run.id }), {
+      .add(() => this.global.add(() => this.execute(run.id, run.repositoryId, host, run.priority), { priority: run.priority, id: run.id }), {
         priority: run.priority,
         id: run.id,
       })
@@ -93,9 +130,15 @@ export class SyncEngine {
     this.updateQueueGauge();
   }
 
-  /** Queues every run waiting in the database (start-up, or after another process stopped). */
+  /**
+   * Queues every run waiting in the database for a repository this instance
+   * owns (start-up, after another process stopped, when members change, and
+   * at each heartbeat while there are several).
+   */
   async resumeQueued(): Promise<number> {
-    const queued = await this.runQueue.allQueued();
+    if (!this.accepting) return 0;
+    const queued = (await this.runQueue.allQueued()).filter((run) => this.owns(run.repositoryId) && !this.scheduled.has(run.id));
+    if (!queued.length) return 0;
     const hosts = await this.hostsOf(queued.map((run) => run.repositoryId));
     for (const run of queued) {
       const host = hosts.get(run.repositoryId);
@@ -127,6 +170,7 @@ export class SyncEngine {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.accepting = false;
+    void this.notices?.return?.();
     this.global.clear();
     for (const queue of this.hosts.values()) queue.clear();
     // A claim that was under way when intake stopped is put back in the queue (execute()).
@@ -149,8 +193,13 @@ export class SyncEngine {
     return { queued: waiting, running: this.active.size };
   }
 
-  private async execute(runId: string, repositoryId: string, host: string): Promise<void> {
+  private async execute(runId: string, repositoryId: string, host: string, priority: number): Promise<void> {
     if (!this.accepting) return;
+    // The repository moved to another instance while this run waited here (members changed).
+    if (!this.owns(repositoryId)) {
+      this.deps.events.announceQueued({ runId, repositoryId, host, priority });
+      return;
+    }
     // shutdown() waits for claims under way: one that lands after intake stopped goes back to the queue.
     const claiming = (async () => {
       const run = await this.runQueue.claim(runId, this.options.instanceId);
@@ -188,7 +237,7 @@ export class SyncEngine {
     if (!this.accepting) return;
     // A run queued while this one ran waits for it (its claim failed): it is scheduled from here.
     const next = queued === undefined ? await this.runQueue.nextQueued(repositoryId).catch(() => null) : queued;
-    if (next) this.schedule(next, host);
+    if (next) this.dispatch(next, host);
   }
 
   private async afterInterruptedRun(run: SyncRun, signal: AbortSignal, error: unknown): Promise<RunOutcome> {

@@ -13,8 +13,17 @@ export interface SyncEventPayload {
   at: Date;
 }
 
+/** A run queued by one instance for the instance that owns its repository (SPEC §1 "Several processes"). */
+export interface RunQueuedNotice {
+  runId: string;
+  repositoryId: string;
+  host: string;
+  priority: number;
+}
+
 export type SyncPubSubChannels = {
   syncStatus: [repositoryId: string, payload: SyncEventPayload];
+  runQueued: [notice: RunQueuedNotice];
 };
 
 export type SyncPubSub = PubSub<SyncPubSubChannels>;
@@ -38,6 +47,15 @@ export class SyncEvents {
     if (payload.message) payload.message = redactSecrets(payload.message);
     this.pubsub.publish('syncStatus', payload.repositoryId, payload);
     return payload;
+  }
+
+  /** Tells every instance (this one too) that a run waits for its repository's owner. */
+  announceQueued(notice: RunQueuedNotice): void {
+    this.pubsub.publish('runQueued', notice);
+  }
+
+  queuedNotices(): AsyncIterable<RunQueuedNotice> {
+    return this.pubsub.subscribe('runQueued');
   }
 
   subscribe(repositoryId: string): AsyncIterable<SyncEventPayload> {

@@ -92,6 +92,24 @@ export class Evictor {
     return evicted;
   }
 
+  /**
+   * Removes the copies on this disk whose repository no longer exists: one
+   * removed through another instance (several processes, SPEC §1) leaves its
+   * copy here, since only the instance that took the request cleans its own disk.
+   * A copy appears only after its repository's row, so none is taken too early.
+   */
+  async removeStray(): Promise<string[]> {
+    const ids = await this.copies.present();
+    if (!ids.length) return [];
+    const known = new Set((await this.prisma.repository.findMany({ where: { id: { in: ids } }, select: { id: true } })).map((row) => row.id));
+    const removed: string[] = [];
+    for (const id of ids.filter((candidate) => !known.has(candidate))) {
+      if (await this.copies.ifIdle(id, async () => (await this.copies.remove(id), true))) removed.push(id);
+    }
+    if (removed.length) this.logger.info({ repositoryIds: removed }, 'working copies of removed repositories deleted');
+    return removed;
+  }
+
   private async candidates(): Promise<Candidate[]> {
     const ids = await this.copies.present();
     if (!ids.length) return [];

@@ -133,8 +133,13 @@ export class RunQueue {
     return this.prisma.syncRun.findFirst({ where: { repositoryId, activeSlot: 'QUEUED' } });
   }
 
-  async allQueued(): Promise<SyncRun[]> {
-    return this.prisma.syncRun.findMany({ where: { activeSlot: 'QUEUED' }, orderBy: [{ priority: 'desc' }, { queuedAt: 'asc' }] });
+  /** Every queued run, the most urgent first (status QUEUED is activeSlot QUEUED; the (status, priority) index serves it). */
+  async allQueued(): Promise<Pick<SyncRun, 'id' | 'repositoryId' | 'priority'>[]> {
+    return this.prisma.syncRun.findMany({
+      where: { status: 'QUEUED' },
+      select: { id: true, repositoryId: true, priority: true },
+      orderBy: [{ priority: 'desc' }, { queuedAt: 'asc' }],
+    });
   }
 
   /** The instances (SyncRun.claimedBy) that hold running runs; null for a run with no owner recorded. */
@@ -149,22 +154,35 @@ export class RunQueue {
    */
   async requeueOrphans(owner: string | null): Promise<number> {
     const orphans = await this.prisma.syncRun.findMany({ where: { activeSlot: 'RUNNING', claimedBy: owner }, select: { id: true } });
-    for (const orphan of orphans) await this.requeue(orphan.id, 'interrupted: the process stopped during this run');
-    return orphans.length;
+    let requeued = 0;
+    for (const orphan of orphans) {
+      if (await this.requeue(orphan.id, 'interrupted: the process stopped during this run', owner)) requeued++;
+    }
+    return requeued;
   }
 
-  async requeue(runId: string, reason: string): Promise<void> {
+  /**
+   * A running run goes back to the queue (or is cancelled when a follow-up is
+   * queued already, which covers it). Only while it is still RUNNING, and
+   * under `claimedBy` when given: two instances sweeping the same orphan, or a
+   * sweep that read it before another instance claimed it again, change
+   * nothing. Returns whether this call moved it.
+   */
+  async requeue(runId: string, reason: string, claimedBy?: string | null): Promise<boolean> {
+    const where = { id: runId, status: 'RUNNING' as const, ...(claimedBy === undefined ? {} : { claimedBy }) };
     try {
-      await this.prisma.syncRun.update({
-        where: { id: runId },
+      const { count } = await this.prisma.syncRun.updateMany({
+        where,
         data: { status: 'QUEUED', activeSlot: 'QUEUED', phase: 'QUEUED', startedAt: null, claimedBy: null, error: reason },
       });
+      return count > 0;
     } catch (error) {
       if (!isUniqueViolation(error)) throw error;
-      await this.prisma.syncRun.update({
-        where: { id: runId },
+      const { count } = await this.prisma.syncRun.updateMany({
+        where,
         data: { status: 'CANCELLED', activeSlot: null, finishedAt: new Date(), error: `${reason}; superseded by the queued run` },
       });
+      return count > 0;
     }
   }
 }

@@ -108,3 +108,13 @@ export async function waitForIdle(app: App, repositoryId: string, timeoutMs = 30
   }
   throw new Error(`repository ${repositoryId} still has active runs after ${timeoutMs} ms`);
 }
+
+/** Waits until every app sees exactly these apps as the live instances (SPEC §1 "Several processes"). */
+export async function waitForMembers(apps: TestApp[], timeoutMs = 15_000): Promise<void> {
+  const ids = apps.map((app) => app.app.instanceId).sort();
+  const deadline = Date.now() + timeoutMs;
+  while (!apps.every((app) => JSON.stringify(app.app.membership.live()) === JSON.stringify(ids))) {
+    if (Date.now() > deadline) throw new Error(`the instances never agreed: ${apps.map((app) => app.app.membership.live().join(',')).join(' / ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
