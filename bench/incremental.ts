@@ -98,10 +98,10 @@ export async function incremental(ctx: BenchContext): Promise<BenchResult> {
 }
 
 /** Small repositories of a few files each. */
-async function smallUpstreams(ctx: BenchContext, count: number): Promise<Upstream[]> {
+export async function smallUpstreams(ctx: BenchContext, count: number, prefix = 'incremental'): Promise<Upstream[]> {
   const upstreams: Upstream[] = [];
   await inParallel(Array.from({ length: count }, (_, index) => index), workers, async (index) => {
-    upstreams[index] = await createUpstream(ctx.git, `incremental/repo-${index}`, {
+    upstreams[index] = await createUpstream(ctx.git, `${prefix}/repo-${index}`, {
       files: {
         'README.md': `# repo ${index}\n`,
         'package.json': `{ "name": "repo-${index}", "version": "1.0.0" }\n`,
@@ -114,13 +114,16 @@ async function smallUpstreams(ctx: BenchContext, count: number): Promise<Upstrea
 }
 
 /** Until every repository is SYNCED at its expected head. */
-async function waitForHeads(service: Service, repositoryIds: string[], heads: string[]): Promise<void> {
+export async function waitForHeads(service: Service, repositoryIds: string[], heads: string[]): Promise<void> {
   const synced = async () => {
-    const [row] = await service.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM "Repository" r JOIN unnest($1::uuid[], $2::text[]) AS e(id, sha) ON r.id = e.id
-       WHERE r.status = 'SYNCED' AND r."lastCommitSha" = e.sha`,
+    const [row] = await service.query<{ n: number; failed: number; error: string | null }>(
+      `SELECT count(*) FILTER (WHERE r.status = 'SYNCED' AND r."lastCommitSha" = e.sha)::int AS n,
+              count(*) FILTER (WHERE r.status = 'FAILED')::int AS failed, min(r."lastError") AS error
+       FROM "Repository" r JOIN unnest($1::uuid[], $2::text[]) AS e(id, sha) ON r.id = e.id`,
       [repositoryIds, heads],
     );
+    // A failed sync will not reach the head: stop now rather than at the timeout.
+    if (row?.failed) throw new Error(`${row.failed} repositories failed their sync: ${row.error}`);
     return row?.n ?? 0;
   };
   await waitUntil(async () => (await synced()) === repositoryIds.length, {

@@ -11,6 +11,7 @@ import { indexFullBench, indexIncrementalBench } from './indexing.js';
 import { initialSync } from './initialSync.js';
 import { noChange } from './noChange.js';
 import { poll1000 } from './poll.js';
+import { scale3 } from './scale.js';
 import { formatDetails, formatTable, type BenchResult } from './report.js';
 import { round } from './timing.js';
 import { webhookAck, webhookFreshness, webhookStorm } from './webhooks.js';
@@ -37,6 +38,7 @@ const benchmarks: Record<string, (ctx: BenchContext) => Promise<BenchResult>> = 
   'artifacts-incremental': artifactsIncremental,
   'index-full': indexFullBench,
   'index-incremental': indexIncrementalBench,
+  'scale-3': scale3,
 };
 
 // Profiled servers run slower: their results go beside the profiles, not over bench/results.json.

@@ -37,6 +37,8 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
  */
 export class Service {
   private child: ChildProcess | undefined;
+  /** Other server processes on this database (startPeer), each with its own DATA_DIR. */
+  private readonly peers: ChildProcess[] = [];
   private output: string[] = [];
   private ownQueries = 0;
   url = '';
@@ -151,6 +153,24 @@ export class Service {
   }
 
   private async launch(env: Record<string, string>): Promise<void> {
+    const { child, url } = await this.spawnServer(env);
+    this.child = child;
+    this.url = url;
+    this.client = new TestClient(this.url, this.token);
+  }
+
+  /**
+   * One more instance of the service (SPEC §1 "Several processes"): a server
+   * process on the same database with its own DATA_DIR. Stopped with the service.
+   */
+  async startPeer(dataDir: string, env: Record<string, string> = {}): Promise<{ client: TestClient; pid: number }> {
+    await mkdir(dataDir, { recursive: true });
+    const { child, url } = await this.spawnServer({ ...env, DATA_DIR: dataDir });
+    this.peers.push(child);
+    return { client: new TestClient(url, this.token), pid: child.pid ?? 0 };
+  }
+
+  private async spawnServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
     const port = await freePort();
     // The V8 flag `npm start` and the bin script's shebang give the server.
     const child = spawn(process.execPath, ['--max-semi-space-size=4', ...profileFlags(), cli, 'serve'], {
@@ -162,36 +182,39 @@ export class Service {
     const keep = (chunk: Buffer) => this.output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
-    this.child = child;
-    this.url = `http://127.0.0.1:${port}`;
-    this.client = new TestClient(this.url, this.token);
-    await this.waitReady(child);
+    const url = `http://127.0.0.1:${port}`;
+    await this.waitReady(child, url);
+    return { child, url };
   }
 
   private async stopProcess(): Promise<void> {
-    const child = this.child;
-    if (!child) return;
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    running.delete(child);
+    const children = [...this.peers.splice(0), ...(this.child ? [this.child] : [])];
     this.child = undefined;
+    await Promise.all(children.map((child) => stopChild(child)));
   }
 
-  private async waitReady(child: ChildProcess): Promise<void> {
+  private async waitReady(child: ChildProcess, url: string): Promise<void> {
     const deadline = Date.now() + 120_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}):\n${this.output.slice(-20).join('\n')}`);
-      const ready = await fetch(`${this.url}/readyz`).then((response) => response.ok, () => false);
+      const ready = await fetch(`${url}/readyz`).then((response) => response.ok, () => false);
       if (ready) return;
       if (Date.now() > deadline) throw new Error(`the service did not become ready:\n${this.output.slice(-20).join('\n')}`);
       await sleep(200);
     }
   }
+}
+
+/** SIGTERM, then SIGKILL if it has not exited 20 s later. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  running.delete(child);
 }
 
 /** BENCH_CPU_PROFILE_DIR: each server writes a V8 CPU profile there when it stops (see bench/profile.ts). */
