@@ -7,7 +7,11 @@ const usage = `usage: repolens <command>
 
   serve                         migrate the database if needed, then serve
   migrate                       apply database migrations and exit
-  token create --tenant <name>  print a new API token for the tenant (created if new)`;
+  token create --tenant <name>  print a new API token for the tenant (created if new)
+  rotate-key                    re-encrypt every stored secret with a new key, in one transaction
+                                (stop every instance first). With ENCRYPTION_KEY set, the new key
+                                comes from NEW_ENCRYPTION_KEY (base64, 32 bytes); without it, a new
+                                key (or NEW_ENCRYPTION_KEY) replaces $DATA_DIR/secret.key`;
 
 /** Expected failures end the process with one line, never a stack trace. */
 class CliError extends Error {}
@@ -17,6 +21,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'serve') return serve(loadConfigOrExit());
   if (command === 'migrate') return migrate(loadConfigOrExit());
   if (command === 'token' && rest[0] === 'create') return tokenCreate(loadConfigOrExit(), rest.slice(1));
+  if (command === 'rotate-key') return rotateKey(loadConfigOrExit(), rest);
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
     console.log(usage);
     return;
@@ -131,6 +136,120 @@ async function tokenCreate(config: Config, args: string[]): Promise<void> {
     process.stdout.write(`${token}\n`);
   } finally {
     await db.close();
+  }
+}
+
+/**
+ * Re-encrypts every stored secret from the current key to a new one, in one transaction. The new
+ * key never travels in an argument and is never printed: it comes from NEW_ENCRYPTION_KEY, or is
+ * generated into $DATA_DIR/secret.key (through secret.key.new, so that a crashed rotation can be
+ * finished by running the command again).
+ */
+async function rotateKey(config: Config, args: string[]): Promise<void> {
+  // Not echoed: a key given here by mistake must not reach the output too.
+  if (args.length > 0) throw new CliError('rotate-key takes no arguments: the new key comes from NEW_ENCRYPTION_KEY, never from the command line');
+  const rotation = await import('./storage/rotateKey.js');
+  try {
+    if (config.encryptionKey) await rotateConfiguredKey(config, config.encryptionKey, rotation);
+    else await rotateKeyFile(config, rotation);
+  } catch (error) {
+    if (error instanceof rotation.RotationError) throw new CliError(error.message);
+    throw error;
+  }
+}
+
+type Rotation = typeof import('./storage/rotateKey.js');
+
+async function rotateConfiguredKey(config: Config, currentKey: Buffer, rotation: Rotation): Promise<void> {
+  // Bad input changes nothing: the new key is checked before a database is opened.
+  const newKey = rotation.parseKey(process.env.NEW_ENCRYPTION_KEY, 'NEW_ENCRYPTION_KEY');
+  if (newKey.equals(currentKey)) throw new CliError('NEW_ENCRYPTION_KEY is the current ENCRYPTION_KEY: give it a new key; nothing was changed');
+  const { db } = await openMigrated(config);
+  let counts: Awaited<ReturnType<Rotation['reencryptSecrets']>>;
+  try {
+    await refuseWhileServing(db);
+    counts = await rotation.reencryptSecrets(db.prisma, currentKey, newKey).catch((error: unknown) => {
+      if (error instanceof rotation.RotationError) throw new CliError(error.message);
+      throw new CliError(`the rotation did not complete: ${describe(error)}; run rotate-key again with the same keys to finish it`);
+    });
+  } finally {
+    await db.close();
+  }
+  console.log(`${rotation.describeCounts(counts)}, in one transaction`);
+  console.log(
+    'Every stored secret is now sealed with the key in NEW_ENCRYPTION_KEY. Next: set ENCRYPTION_KEY to that value on every instance, ' +
+      'then start them again (keep them stopped until then: an instance still on the old key cannot open the stored secrets).',
+  );
+}
+
+async function rotateKeyFile(config: Config, rotation: Rotation): Promise<void> {
+  const files = rotation.keyFiles(config.dataDir);
+  const currentKey = await rotation.readKeyFile(files.current);
+  if (currentKey === null) {
+    throw new CliError(`there is no key to rotate: ${files.current} does not exist (serve creates it at its first start) and ENCRYPTION_KEY is not set`);
+  }
+  if (currentKey === 'invalid') throw new CliError(`${files.current} does not hold a 32-byte base64 key; nothing was changed`);
+  const requested = process.env.NEW_ENCRYPTION_KEY?.trim() ? rotation.parseKey(process.env.NEW_ENCRYPTION_KEY, 'NEW_ENCRYPTION_KEY') : undefined;
+  if (requested?.equals(currentKey)) throw new CliError(`NEW_ENCRYPTION_KEY is the key ${files.current} holds now: give it a new key; nothing was changed`);
+  // A rotation that stopped half-way left its key in secret.key.new (written before the transaction):
+  // its secrets may be sealed with it already, so it is finished with that key. A file that holds no
+  // key was cut short before the transaction, which then never ran: it is replaced.
+  let pending = await rotation.readKeyFile(files.pending);
+  if (pending === 'invalid' || pending?.equals(currentKey)) pending = null;
+  if (pending && requested && !requested.equals(pending)) {
+    throw new CliError(
+      `an unfinished rotation left ${files.pending}: run rotate-key again without NEW_ENCRYPTION_KEY to finish it with that file's key; nothing was changed`,
+    );
+  }
+  const newKey = pending ?? requested ?? rotation.generateKey();
+
+  const { db } = await openMigrated(config);
+  let counts: Awaited<ReturnType<Rotation['reencryptSecrets']>>;
+  try {
+    await refuseWhileServing(db);
+    if (pending) console.log(`finishing the rotation that ${files.pending} was left from`);
+    // The new key is on disk before any secret is sealed with it.
+    else await rotation.writeKeyFile(files.pending, newKey);
+    try {
+      counts = await rotation.reencryptSecrets(db.prisma, currentKey, newKey);
+    } catch (error) {
+      if (error instanceof rotation.RotationError) {
+        // Refused before anything was written: this attempt's key file goes too.
+        if (!pending) await rotation.removePendingKey(config.dataDir);
+        throw new CliError(error.message);
+      }
+      // The database failed, maybe as it committed: the key file stays, and a rerun finishes the rotation.
+      throw new CliError(`the rotation did not complete: ${describe(error)}; ${files.pending} is kept: run rotate-key again to finish it`);
+    }
+    await rotation.promotePendingKey(config.dataDir);
+  } finally {
+    await db.close();
+  }
+  console.log(`${rotation.describeCounts(counts)}, in one transaction`);
+  console.log(`${files.current} now holds the new key; the old key is gone. Start repolens serve again.`);
+}
+
+/**
+ * Instances keep the key they started with: one serving during a rotation would seal new secrets
+ * with the old key, or fail to open the re-encrypted ones. The embedded database's lock already
+ * refuses a second process; on PostgreSQL an instance is serving while its lease is held.
+ */
+async function refuseWhileServing(db: Database): Promise<void> {
+  if (db.kind !== 'postgresql') return;
+  const { randomUUID } = await import('node:crypto');
+  const lease = await db.leaseInstance(`rotate-key-${process.pid}-${randomUUID()}`);
+  try {
+    const live: string[] = [];
+    for (const { id } of await db.prisma.instance.findMany({ select: { id: true }, orderBy: { id: 'asc' } })) {
+      if (await lease.isAlive(id)) live.push(id);
+    }
+    if (live.length > 0) {
+      throw new CliError(
+        `${live.length} repolens instance(s) are serving on this database (${live.join(', ')}): stop every instance before rotating the key; nothing was changed`,
+      );
+    }
+  } finally {
+    await lease.release();
   }
 }
 

@@ -2,7 +2,8 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEq
 import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-const keyFileName = 'secret.key';
+/** The generated key's file in $DATA_DIR (`repolens rotate-key` replaces it through `secret.key.new`). */
+export const keyFileName = 'secret.key';
 
 /**
  * ENCRYPTION_KEY when set; otherwise a key generated once into
