@@ -67,6 +67,8 @@ export class Service {
         HOST: '127.0.0.1',
         REPOLENS_ALLOW_PRIVATE_HOSTS: '1',
         LOG_LEVEL: 'warn',
+        // The benches add up to 1000 repositories with one token in seconds: the per-token mutation rate is off.
+        REPOLENS_MUTATIONS_PER_MINUTE: '0',
       };
       const { stdout: token } = await promisify(execFile)(process.execPath, [cli, 'token', 'create', '--tenant', 'bench'], {
         env: baseEnv,

@@ -28,6 +28,7 @@ import { CodeGraph } from './indexing/codeGraph.js';
 import { Indexer } from './indexing/indexer.js';
 import { OAuthService } from './providers/oauth.js';
 import { Platforms } from './providers/platforms.js';
+import { TokenLimits } from './schema/limits.js';
 
 export interface App {
   config: Config;
@@ -142,10 +143,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   });
   repositories.onRegistrationsChanged = () => webhooks.forgetRegistrations();
   const files = new RepositoryFiles(db.prisma, git, copies, store);
-  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms, oauth };
+  const limits = new TokenLimits(config.limits);
+  const services: Services = { config, engine, events, copies, files, repositories, secretBox, webhooks, graph, platforms, oauth, limits };
 
   await recover(db, runQueue, lease, logger);
-  await membership.start();
   const scheduler = new Scheduler(db.prisma, engine, logger, config.schedulerIntervalMs);
 
   const http = createHttpServer({ db, services, metrics, logger });
@@ -157,7 +158,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   // PORT=0 binds a free port; the webhook URL handed to hosts must name it.
   if (!config.publicUrlConfigured) config.publicUrl = url;
+  // Joins the cluster once it serves: an instance that cannot listen never takes repositories.
   await membership.recordUrl(url);
+  await membership.start();
   logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir, archives: store.urlOf('') }, 'RepoLens Sync is serving');
 
   // Runs other instances queue for repositories this one owns.

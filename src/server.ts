@@ -8,7 +8,12 @@ import type { Database } from './storage/database.js';
 import type { Metrics } from './metrics.js';
 import { schema } from './schema/index.js';
 import type { GraphQLContext, Services } from './schema/context.js';
+import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
+import { maxTokensPlugin } from '@escape.tech/graphql-armor-max-tokens';
 import { createErrorMasker, useInputErrorCodes, withoutInputValues } from './schema/errors.js';
+import { useMutationRateLimit, useQueryCostLimit } from './schema/limits.js';
+import { pageSize } from './schema/pagination.js';
 import { authenticateToken, bearerToken } from './storage/tenants.js';
 
 export interface HttpServer {
@@ -27,11 +32,15 @@ interface ServerDependencies {
 /** SPEC §4: a webhook body over 25 MiB is answered 413. */
 const maxWebhookBytes = 25 * 1024 * 1024;
 
-/** 413, then the connection is closed rather than the rest of a huge body read. */
-function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
+/** 413 (or 411), then the connection is closed rather than the rest of a huge body read. */
+function refuseBody(req: IncomingMessage, res: ServerResponse, status: number, error: string): void {
   res.setHeader('Connection', 'close');
   res.once('finish', () => req.destroy());
-  send(res, 413, { error: `webhook body larger than ${maxWebhookBytes} bytes` });
+  send(res, status, { error });
+}
+
+function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
+  refuseBody(req, res, 413, `webhook body larger than ${maxWebhookBytes} bytes`);
 }
 
 /**
@@ -64,13 +73,26 @@ type InitialContext = { request?: Request; connectionParams?: Record<string, unk
 /** One HTTP server: GraphQL (HTTP, SSE, graphql-ws), health and metrics routes. */
 export function createHttpServer(deps: ServerDependencies): HttpServer {
   const { db, services, metrics, logger } = deps;
+  const limits = services.config.limits;
   const yoga: YogaServerInstance<InitialContext, GraphQLContext> = createYoga<InitialContext, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
     graphiql: { title: 'RepoLens Sync', headers: JSON.stringify({ Authorization: 'Bearer <token>' }) },
     maskedErrors: { maskError: createErrorMasker(logger) },
-    plugins: [useInputErrorCodes()],
+    // SPEC §6 limits: a query's tokens, depth and aliases are checked before it runs (graphql-armor), its
+    // estimated cost with its variables (ours), and each token's mutations are rate-limited; page sizes are
+    // capped by the schema (100).
+    plugins: [
+      maxTokensPlugin({ n: limits.maxTokens }),
+      maxDepthPlugin({ n: limits.maxDepth, flattenFragments: true }),
+      maxAliasesPlugin({ n: limits.maxAliases }),
+      useQueryCostLimit(limits.maxCost, pageSize.defaultSize),
+      useMutationRateLimit(services.limits),
+      useInputErrorCodes(),
+    ],
+    // One operation per request: an array of operations is refused.
+    batching: false,
     // Yoga reports client mistakes (a missing token, a bad query) as errors;
     // unexpected errors are logged by the masker, so these stay below error.
     logging: {
@@ -81,22 +103,37 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     },
     context: async (initial): Promise<GraphQLContext> => {
       const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;
-      const tenantId = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
-      if (!tenantId) {
+      const token = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
+      if (!token) {
         throw new GraphQLError('a valid API token is required (Authorization: Bearer <token>)', {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
         });
       }
-      return { tenantId, prisma: db.prisma, services };
+      return { tenantId: token.tenantId, tokenId: token.tokenId, prisma: db.prisma, services };
     },
   });
 
-  const server = createServer((req, res) => void route(req, res));
+  // Request line and headers at most maxHeaderBytes (431 past it); a request (headers and body) that takes longer
+  // than requestTimeoutMs is answered 408 and closed: a client that trickles its body does not hold a socket forever.
+  const server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: Math.min(limits.requestTimeoutMs, 60_000),
+      // How often those timeouts are checked (Node: every 30 s).
+      connectionsCheckingInterval: Math.min(1_000, limits.requestTimeoutMs),
+    },
+    (req, res) => void route(req, res),
+  );
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     try {
-      if (path === '/graphql') return void (await yoga(req, res));
+      if (path === '/graphql') {
+        const refused = graphqlBodyRefusal(req);
+        if (refused) return refuseBody(req, res, refused.status, refused.error);
+        return void (await yoga(req, res));
+      }
       if (path === '/webhooks/github' || path === '/webhooks/gitlab') return await webhook(req, res, path === '/webhooks/github' ? 'GITHUB' : 'GITLAB');
       if (path === '/oauth/github/callback' || path === '/oauth/gitlab/callback') return await oauthCallback(req, res, path === '/oauth/github/callback' ? 'GITHUB' : 'GITLAB');
       if (path === '/healthz') return send(res, 200, { status: 'ok' });
@@ -147,8 +184,18 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     send(res, answer.status, answer.body);
   }
 
+  /** A GraphQL POST declares its body's length (411 otherwise) and stays within maxBodyBytes (413). */
+  function graphqlBodyRefusal(req: IncomingMessage): { status: number; error: string } | null {
+    if (req.method !== 'POST') return null;
+    const declared = req.headers['content-length'];
+    if (declared === undefined) return { status: 411, error: 'a GraphQL request body needs a Content-Length' };
+    if (Number(declared) > limits.maxBodyBytes) return { status: 413, error: `GraphQL request body larger than ${limits.maxBodyBytes} bytes` };
+    return null;
+  }
+
   // noServer: the HTTP server's own errors (a port in use) stay with it instead of being re-emitted here.
-  const wsServer = new WebSocketServer({ noServer: true });
+  // A WebSocket message is held to the same size as an HTTP body.
+  const wsServer = new WebSocketServer({ noServer: true, maxPayload: limits.maxBodyBytes });
   server.on('upgrade', (req, socket, head) => {
     if (new URL(req.url ?? '/', 'http://localhost').pathname !== '/graphql') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
@@ -160,10 +207,10 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
     {
       onConnect: async (ctx) => {
         const header = ctx.connectionParams?.authorization;
-        const tenantId = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
+        const token = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
         // graphql-ws closes with 4403 on `false`; our 4401 says which problem it is.
-        if (!tenantId) ctx.extra.socket.close(4401, 'UNAUTHENTICATED: a valid API token is required');
-        return Boolean(tenantId);
+        if (!token) ctx.extra.socket.close(4401, 'UNAUTHENTICATED: a valid API token is required');
+        return Boolean(token);
       },
       execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
       subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),

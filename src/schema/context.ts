@@ -10,6 +10,7 @@ import type { SyncEvents } from '../sync/events.js';
 import type { RepositoryFiles } from '../sync/repositoryFiles.js';
 import type { WorkingCopies } from '../storage/workingCopies.js';
 import type { RepositoryService } from '../sync/repositories.js';
+import type { TokenLimits } from './limits.js';
 
 export interface Services {
   config: Config;
@@ -26,11 +27,15 @@ export interface Services {
   platforms: Platforms;
   /** OAuth connections and token refresh. */
   oauth: OAuthService;
+  /** Per-token mutation rate and subscription cap. */
+  limits: TokenLimits;
 }
 
 /** Built per operation (HTTP, SSE or WebSocket) once the token is verified. */
 export interface GraphQLContext {
   tenantId: string;
+  /** The API token of the request (ApiToken.id): per-token limits. */
+  tokenId: string;
   prisma: Prisma;
   services: Services;
 }

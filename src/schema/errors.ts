@@ -3,6 +3,7 @@ import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
 import { DomainError, type ErrorCode } from '../errors.js';
 import { redactSecrets } from '../sync/redact.js';
+import { LimitError } from './limits.js';
 
 /**
  * graphql-js quotes the whole offending variable value in coercion errors
@@ -32,6 +33,9 @@ export function createErrorMasker(logger: Logger) {
     let original: unknown = error;
     while (original instanceof GraphQLError && original.originalError) original = original.originalError;
     const path = error instanceof GraphQLError ? error.path : undefined;
+    if (original instanceof LimitError) {
+      return new GraphQLError(original.message, { path, extensions: original.extensions });
+    }
     if (original instanceof DomainError) {
       return new GraphQLError(redactSecrets(original.message), { path, extensions: { code: original.code } });
     }

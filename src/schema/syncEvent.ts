@@ -5,6 +5,7 @@ import { builder } from './builder.js';
 import type { GraphQLContext } from './context.js';
 import { RepositoryStatusEnum, SyncPhaseEnum } from './enums.js';
 import { encodeGlobalId, parseGlobalId } from './globalId.js';
+import { releasing } from './limits.js';
 
 const SyncEvent = builder.objectRef<SyncEventPayload>('SyncEvent').implement({
   fields: (t) => ({
@@ -30,7 +31,9 @@ builder.subscriptionType({
         const repositoryId = parseGlobalId(args.repositoryId, 'Repository');
         const exists = await ctx.prisma.repository.count({ where: { id: repositoryId, tenantId: ctx.tenantId } });
         if (!exists) throw new NotFoundError('repository');
-        return withCatchUp(ctx, repositoryId);
+        // At most REPOLENS_MAX_SUBSCRIPTIONS_PER_TOKEN open at once; the slot is given back however the stream ends.
+        const release = ctx.services.limits.openSubscription(ctx.tokenId);
+        return releasing(withCatchUp(ctx, repositoryId), release);
       },
       resolve: (event) => event,
     }),

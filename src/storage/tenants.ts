@@ -22,10 +22,11 @@ export async function createApiToken(prisma: Prisma, tenantName: string): Promis
 }
 
 /** The tenant a bearer token belongs to, or null. */
-export async function authenticateToken(prisma: Prisma, token: string | undefined | null): Promise<string | null> {
+/** The token's tenant and its own id (per-token limits), or null for a missing or unknown token. */
+export async function authenticateToken(prisma: Prisma, token: string | undefined | null): Promise<{ tenantId: string; tokenId: string } | null> {
   if (!token || token.length > 200) return null;
-  const row = await prisma.apiToken.findUnique({ where: { tokenHash: hashToken(token) }, select: { tenantId: true } });
-  return row?.tenantId ?? null;
+  const row = await prisma.apiToken.findUnique({ where: { tokenHash: hashToken(token) }, select: { id: true, tenantId: true } });
+  return row ? { tenantId: row.tenantId, tokenId: row.id } : null;
 }
 
 export function bearerToken(header: string | undefined | null): string | null {

@@ -56,6 +56,7 @@ export class Membership {
   private ticking: Promise<void> | undefined;
   private stopped = false;
   private url: string | null = null;
+  private started = false;
   /** Told after every heartbeat with the view it read (joined and left are empty when nothing changed). */
   onHeartbeat: ((view: MembershipChange) => void) | undefined;
 
@@ -148,7 +149,10 @@ export class Membership {
     const joined = live.filter((id) => !before.has(id));
     const left = this.members.filter((id) => !after.has(id));
     this.members = live;
-    if (joined.length || left.length) this.logger.info({ joined, left, instances: live.length }, 'cluster membership changed');
+    // The first view is where this instance starts, not a change.
+    const first = !this.started;
+    this.started = true;
+    if (!first && (joined.length || left.length)) this.logger.info({ joined, left, instances: live.length }, 'cluster membership changed');
     this.onHeartbeat?.({ joined, left, members: live });
   }
 }
