@@ -218,6 +218,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         clearInterval(sweep);
         clearInterval(evictionTimer);
         await scheduler.stop();
+        // Subscribers are told the stream is complete before their sockets close (at most a second's wait).
+        events.endSubscriptions();
+        for (const deadline = Date.now() + 1_000; limits.openSubscriptions() > 0 && Date.now() < deadline; ) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
         await http.close();
         await webhooks.idle();
         // Leaving first: the other instances start taking this one's repositories while its runs finish.

@@ -82,7 +82,7 @@ function listenError(error: unknown, config: Config): CliError | undefined {
 }
 
 async function serve(config: Config): Promise<void> {
-  const [{ startApp }, { createLogger }] = await Promise.all([import('./app.js'), import('./logger.js')]);
+  const [{ startApp }, { createLogger }, { killRunningGit }] = await Promise.all([import('./app.js'), import('./logger.js'), import('./sync/git.js')]);
   const logger = createLogger(config.logLevel);
   const { db } = await openMigrated(config);
   if (db.kind === 'embedded' && (await db.prisma.tenant.count()) === 0) {
@@ -97,7 +97,15 @@ async function serve(config: Config): Promise<void> {
     await db.close().catch(() => undefined);
     throw listenError(error, config) ?? error;
   }
+  let stopping = false;
   const stop = (signal: string) => {
+    if (stopping) {
+      // A second signal: out now. Nothing half-done is lost: copies are swapped in whole, runs left
+      // RUNNING are re-queued at the next start, and temporary clones are removed then.
+      logger.warn({ signal, gitKilled: killRunningGit() }, 'second signal: exiting at once');
+      process.exit(130);
+    }
+    stopping = true;
     logger.info({ signal }, 'shutting down');
     void app
       .close()
@@ -110,8 +118,8 @@ async function serve(config: Config): Promise<void> {
         },
       );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 async function migrate(config: Config): Promise<void> {

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/storage/database.js';
 import { createApiToken } from '../src/storage/tenants.js';
-import { AddRepositoryDocument, CreateProjectDocument, RepositoryDocument, SyncRepositoryDocument } from './generated/graphql.js';
+import { AddRepositoryDocument, CreateProjectDocument, RepositoryDocument, SyncRepositoryDocument, SyncStatusDocument } from './generated/graphql.js';
 import { TestClient } from './support/client.js';
 import { createTestDatabase } from './support/database.js';
 import { createUpstream, git } from './support/gitFixtures.js';
@@ -346,6 +346,63 @@ describe('crash recovery of the serve process', { timeout: 180_000 }, () => {
     expect(after.filter((run) => run.status === 'SUCCEEDED')).toHaveLength(1);
     await expectIntactCopy(path.join(w.dataDir, 'repos', repositoryId), head);
   });
+  it('SIGTERM ends every syncStatus subscription with a complete message before the socket closes, and exits 0', async () => {
+    const w = await createWorld();
+    const server = await serve(w);
+    const client = new TestClient(server.url, w.token);
+    const { repositoryGlobalId, repositoryId } = await addRepository(w, client, 'subscribed', { 'README.md': '# subscribed\n' });
+    await waitForIdle(w.db, repositoryId);
+    const subscriptions = [client.subscribe(SyncStatusDocument, { repositoryId: repositoryGlobalId }), client.subscribe(SyncStatusDocument, { repositoryId: repositoryGlobalId })];
+    // Live once the server has them: a moment before the stop.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    server.kill('SIGTERM');
+    expect((await server.waitForExit(15_000)).code).toBe(0);
+    for (const subscription of subscriptions) {
+      await waitFor('the complete message', async () => subscription.completed, (completed) => completed, 5_000);
+      expect(subscription.errors).toEqual([]);
+      await subscription.close();
+    }
+  });
+
+  it('a second SIGTERM during the grace period exits at once, with its git killed; the next start finishes the run from an intact copy', async () => {
+    const w = await createWorld();
+    let server = await serve(w, { REPOLENS_SHUTDOWN_GRACE_MS: '60000' });
+    const client = new TestClient(server.url, w.token);
+    const name = 'second-sigterm';
+    const { upstream, repositoryGlobalId, repositoryId } = await addRepository(w, client, name, { 'README.md': '# second\n' });
+    await waitForIdle(w.db, repositoryId);
+    const copy = path.join(w.dataDir, 'repos', repositoryId);
+    const first = await upstream.head();
+    const head = await upstream.commit({ 'big.txt': bigFile() }, 'big change');
+    gitServer.setFault(name, trickle);
+    await client.request(SyncRepositoryDocument, { repositoryId: repositoryGlobalId });
+    await waitFor('the fetch', async () => gitServer.repoStats(name), (stats) => stats.fetches >= 1 && stats.bytesSent > 0);
+
+    server.kill('SIGTERM');
+    // The first signal waits for the run (a minute of grace); the second does not.
+    await server.waitForLine('stderr', (line) => line.includes('"shutting down"'), 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(server.exitStatus()).toBeNull();
+    const stopping = Date.now();
+    server.kill('SIGTERM');
+    const status = await server.waitForExit(10_000);
+    expect(Date.now() - stopping).toBeLessThan(5_000);
+    expect(status.code).toBe(130);
+    // Any git it was running (index-pack behind the in-process fetch, a clone) is killed with it.
+    const exitRecord = server.logs().find((record) => record.msg === 'second signal: exiting at once');
+    expect(exitRecord?.gitKilled).toEqual(expect.any(Number));
+    await waitFor('the git children to exit', async () => server.groupAlive(), (alive) => !alive, 5_000);
+    // The copy is the last good one.
+    expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(first);
+
+    gitServer.setFault(name, null);
+    server = await serve(w);
+    await waitFor('the repository to be synced', () => repositoryRow(w.db, repositoryId), (row) => row.status === 'SYNCED' && row.lastCommitSha === head, 60_000);
+    await waitForIdle(w.db, repositoryId);
+    await expectIntactCopy(copy, head);
+    expect(await temporaryEntries(w.dataDir)).toEqual([]);
+  });
+
   it('a second instance on the same PostgreSQL database leaves a live instance\'s run alone, and takes it over once that instance is killed', async () => {
     const w = await createWorld();
     const first = await serve(w);

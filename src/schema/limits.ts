@@ -82,8 +82,12 @@ export class TokenLimits {
     };
   }
 
-  openSubscriptions(tokenId: string): number {
-    return this.subscriptions.get(tokenId) ?? 0;
+  /** Subscriptions open for a token, or for all of them. */
+  openSubscriptions(tokenId?: string): number {
+    if (tokenId !== undefined) return this.subscriptions.get(tokenId) ?? 0;
+    let total = 0;
+    for (const count of this.subscriptions.values()) total += count;
+    return total;
   }
 
   /** Buckets that have refilled are the same as no bucket: dropped so the map stays small. */

@@ -69,8 +69,10 @@ async function* withCatchUp(ctx: GraphQLContext, repositoryId: string): AsyncGen
         };
       }
     }
+    const ended = ctx.services.events.ended.then(() => ({ done: true as const, value: undefined }));
     for (;;) {
-      const next = await pending;
+      // The service stopping ends the stream (the client is sent `complete`).
+      const next = await Promise.race([pending, ended]);
       if (next.done) return;
       pending = live.next();
       const event = next.value;

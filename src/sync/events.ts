@@ -34,7 +34,16 @@ export type SyncPubSub = PubSub<SyncPubSubChannels>;
  * publishers or subscribers.
  */
 export class SyncEvents {
+  private endSubscribers!: () => void;
+  /** Resolves when the process stops serving: every `syncStatus` stream then completes. */
+  readonly ended = new Promise<void>((resolve) => (this.endSubscribers = resolve));
+
   constructor(readonly pubsub: SyncPubSub = createPubSub<SyncPubSubChannels>()) {}
+
+  /** Shutdown: ends every subscriber's stream, so each client is sent `complete` rather than a dropped socket. */
+  endSubscriptions(): void {
+    this.endSubscribers();
+  }
 
   publish(event: Omit<SyncEventPayload, 'at' | 'progress' | 'message' | 'commitSha'> & Partial<SyncEventPayload>): SyncEventPayload {
     const payload: SyncEventPayload = {

@@ -31,6 +31,26 @@ export interface GitCallOptions {
 
 export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
 
+/** Process groups of the git commands running now (each git runs in its own group). */
+const runningGroups = new Set<number>();
+
+/**
+ * SIGKILLs every git this process is running, helpers included: for an exit
+ * that cannot wait (a second SIGTERM), so that nothing keeps writing into
+ * DATA_DIR after the process is gone. Returns how many were running.
+ */
+export function killRunningGit(): number {
+  const groups = [...runningGroups];
+  for (const group of groups) {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return groups.length;
+}
+
 export class GitError extends Error {
   constructor(
     readonly failure: GitFailure,
@@ -149,6 +169,7 @@ export class Git {
         stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         detached: true,
       });
+      if (child.pid) runningGroups.add(child.pid);
       const stdout: Buffer[] = [];
       let stderr = '';
       let failure: GitError | null = null;
@@ -197,6 +218,7 @@ export class Git {
         if (options.onProgress) reportProgress(text, options.onProgress);
       });
       const finish = () => {
+        if (child.pid) runningGroups.delete(child.pid);
         options.stdin?.off('data', touch);
         clearTimeout(overall);
         clearTimeout(idle);

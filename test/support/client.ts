@@ -78,6 +78,8 @@ export class TestClient {
 export class Subscription<TResult> {
   readonly events: TResult[] = [];
   readonly errors: unknown[] = [];
+  /** The server ended the stream with `complete` (not an error, not a dropped socket). */
+  completed = false;
   private waiters: { predicate: (events: TResult[]) => boolean; resolve: () => void }[] = [];
   private readonly dispose: () => void;
 
@@ -98,7 +100,10 @@ export class Subscription<TResult> {
           this.errors.push(error);
           this.check();
         },
-        complete: () => this.check(),
+        complete: () => {
+          this.completed = true;
+          this.check();
+        },
       },
     );
   }
