@@ -79,6 +79,7 @@ class PostgresEventTarget {
   private closed = false;
   private readonly retries = new Set<NodeJS.Timeout>();
   private othersListen = false;
+  private turn: Promise<unknown> = Promise.resolve();
   private watcher: NodeJS.Timeout | undefined;
 
   constructor(
@@ -117,11 +118,18 @@ class PostgresEventTarget {
     }
     const publisher = this.publisher;
     if (publisher && this.othersListen) {
-      publisher.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((error: Error) => {
+      this.inTurn(() => publisher.query('SELECT pg_notify($1, $2)', [channel, payload])).catch((error: Error) => {
         this.logger.warn({ err: error.message }, 'sync event not sent to the other instances');
       });
     }
     return true;
+  }
+
+  /** One statement at a time on the publishing connection, in the order they were asked for. */
+  private inTurn<T>(statement: () => Promise<T>): Promise<T> {
+    const result = this.turn.then(statement);
+    this.turn = result.catch(() => undefined);
+    return result;
   }
 
   async close(): Promise<void> {
@@ -137,9 +145,11 @@ class PostgresEventTarget {
     const own = (this.listener as (pg.Client & { processID?: number }) | null)?.processID ?? 0;
     if (!publisher) return;
     try {
-      const { rows } = await publisher.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database() AND pid <> $2`,
-        [listenerName, own],
+      const { rows } = await this.inTurn(() =>
+        publisher.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database() AND pid <> $2`,
+          [listenerName, own],
+        ),
       );
       this.othersListen = (rows[0]?.n ?? 0) > 0;
     } catch {
