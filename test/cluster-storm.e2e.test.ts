@@ -111,6 +111,31 @@ describe('three instances on one database', { timeout: 120_000 }, () => {
     for (const app of apps) expect(await app.app.evictor.removeStray()).toEqual([]);
     await rm(foreign, { recursive: true });
   });
+
+  it('the scheduler runs on every instance, yet each due check is claimed once: three passes at once queue one SCHEDULED run per repository', async () => {
+    await waitForMembers(apps);
+    const client = await apps[0]!.client('cluster');
+    const projectId = (await client.request(CreateProjectDocument, { name: 'cluster-scheduler' })).createProject.project.id;
+    const ids: string[] = [];
+    for (let index = 0; index < 8; index++) {
+      const upstream = await createUpstream(server, `cluster/scheduled-${index}`, { files: { 'README.md': `# scheduled ${index}\n` } });
+      const { addRepository } = await client.request(AddRepositoryDocument, { input: { projectId, url: upstream.url, archivePolicy: 'NONE' } });
+      ids.push(decodeGlobalId(addRepository.repository.id).id);
+    }
+    const prisma = apps[0]!.app.db.prisma;
+    for (const id of ids) for (const app of apps) await waitForIdle(app.app, id);
+    // Every one of them is due now; each instance runs a pass at the same moment.
+    await prisma.repository.updateMany({ where: { id: { in: ids } }, data: { nextCheckAt: new Date(Date.now() - 1_000) } });
+    const queued = await Promise.all(apps.map((app) => app.app.scheduler.pass()));
+    expect(queued.reduce((total, count) => total + count, 0)).toBe(ids.length);
+    for (const id of ids) for (const app of apps) await waitForIdle(app.app, id);
+    const scheduled = await prisma.syncRun.groupBy({ by: ['repositoryId'], where: { repositoryId: { in: ids }, trigger: 'SCHEDULED' }, _count: { _all: true } });
+    expect(scheduled).toHaveLength(ids.length);
+    for (const row of scheduled) expect(row._count._all).toBe(1);
+    // …and each ran on the instance that owns its repository.
+    const runs = await prisma.syncRun.findMany({ where: { repositoryId: { in: ids }, trigger: 'SCHEDULED' } });
+    for (const run of runs) expect(run.claimedBy).toBe(apps[0]!.app.membership.owner(run.repositoryId));
+  });
 });
 
 function exists(file: string): Promise<boolean> {
