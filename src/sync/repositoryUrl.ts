@@ -1,5 +1,6 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { domainToUnicode } from 'node:url';
 import ipaddr from 'ipaddr.js';
 import { BadUserInputError } from '../errors.js';
 
@@ -74,6 +75,9 @@ export async function parseRepositoryUrl(input: string, options: RepositoryUrlOp
   let hostname = url.hostname.replace(/\.$/, '');
   if (hostname === 'www.github.com') hostname = 'github.com';
   if (hostname === '') throw bad('repository URL has no host');
+  if (mixesLookAlikeScripts(hostname)) {
+    throw bad(`repository host ${hostname} mixes Latin letters with look-alike letters of another script (an IDN homograph such as a Cyrillic "і" in "github")`);
+  }
   const host = url.port ? `${hostname}:${url.port}` : hostname;
 
   const path = url.pathname.replace(/\/+$/, '');
@@ -97,6 +101,16 @@ export async function parseRepositoryUrl(input: string, options: RepositoryUrlOp
   }
   await checkHostAddresses(hostname, options);
   return result;
+}
+
+/** Scripts whose letters pass for Latin ones (Cyrillic "а", "і", "о"; Greek "ο"; …). */
+const lookAlikeScripts = [/\p{Script=Cyrillic}/u, /\p{Script=Greek}/u, /\p{Script=Armenian}/u, /\p{Script=Cherokee}/u];
+
+/** A label of the host (Unicode form of its punycode) that mixes Latin letters with those of a look-alike script. */
+function mixesLookAlikeScripts(hostname: string): boolean {
+  return domainToUnicode(hostname)
+    .split('.')
+    .some((label) => /\p{Script=Latin}/u.test(label) && lookAlikeScripts.some((script) => script.test(label)));
 }
 
 /** owner/name (GitLab: group/…/name) and a /tree/<branch> from a clone or web URL path. */
