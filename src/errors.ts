@@ -29,7 +29,7 @@ export class NotFoundError extends DomainError {
 
 export class UnauthenticatedError extends DomainError {
   readonly code = 'UNAUTHENTICATED';
-  constructor(message = 'a valid API token is required (Authorization: Bearer <token>)') {
+  constructor(message = 'a valid API token is required (header Authorization, scheme Bearer)') {
     super(message);
   }
 }

@@ -105,7 +105,7 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;
       const token = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
       if (!token) {
-        throw new GraphQLError('a valid API token is required (Authorization: Bearer <token>)', {
+        throw new GraphQLError('a valid API token is required (header Authorization, scheme Bearer)', {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
         });
       }
@@ -120,8 +120,8 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       maxHeaderSize: limits.maxHeaderBytes,
       requestTimeout: limits.requestTimeoutMs,
       headersTimeout: Math.min(limits.requestTimeoutMs, 60_000),
-      // How often those timeouts are checked (Node: every 30 s).
-      connectionsCheckingInterval: Math.min(1_000, limits.requestTimeoutMs),
+      // How often those timeouts are checked (Node: every 30 s; here within half the request timeout, at most 5 s).
+      connectionsCheckingInterval: Math.min(5_000, Math.max(250, Math.floor(limits.requestTimeoutMs / 2))),
     },
     (req, res) => void route(req, res),
   );
