@@ -7,7 +7,7 @@ import { smallUpstreams, waitForHeads } from './incremental.js';
 import { benchResult, type BenchResult } from './report.js';
 import { runMarker } from './runs.js';
 import { Service } from './service.js';
-import { waitForAllSynced } from './setup.js';
+import { waitForAllSynced, waitForIdle } from './setup.js';
 import { inParallel, medianOf, timed, waitUntil } from './timing.js';
 
 const workers = 4;
@@ -59,7 +59,7 @@ export async function scale3(ctx: BenchContext): Promise<BenchResult> {
         await waitForHeads(side.service, side.ids.map(dbId), heads);
       });
       // The service's last run ends with its status; wait for every run row to be closed before counting.
-      await waitUntil(async () => (await active(side.service)) === 0, { intervalMs: 50, timeoutMs: 60_000, describe: async () => `${await active(side.service)} runs still active` });
+      await waitForIdle(side.service);
       const names = upstreams.map((upstream) => upstream.name);
       return { ms, detail: await executions(side, marker, names, (name) => ctx.git.repoStats(name).fetches) };
     };
@@ -116,10 +116,6 @@ async function startSide(ctx: BenchContext, name: string, instances: number, rep
 
 async function liveInstances(service: Service): Promise<string[]> {
   return (await service.query<{ id: string }>('SELECT id FROM "Instance" ORDER BY id')).map((row) => row.id);
-}
-
-async function active(service: Service): Promise<number> {
-  return (await service.query<{ n: number }>('SELECT count(*)::int AS n FROM "SyncRun" WHERE "activeSlot" IS NOT NULL'))[0]?.n ?? 0;
 }
 
 interface Executions {

@@ -159,8 +159,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   // PORT=0 binds a free port; the webhook URL handed to hosts must name it.
   if (!config.publicUrlConfigured) config.publicUrl = url;
   // Joins the cluster once it serves: an instance that cannot listen never takes repositories.
-  await membership.recordUrl(url);
-  await membership.start();
+  await membership.start(url);
   logger.info({ url: `${url}/graphql`, database: db.kind, dataDir: config.dataDir, archives: store.urlOf('') }, 'RepoLens Sync is serving');
 
   // Runs other instances queue for repositories this one owns.

@@ -27,9 +27,12 @@ export class NotFoundError extends DomainError {
   }
 }
 
+/** Worded so that nothing in it reads like a credential to the secret scrubber ("Authorization: Bearer …" would). */
+export const tokenRequiredMessage = 'a valid API token is required (header Authorization, scheme Bearer)';
+
 export class UnauthenticatedError extends DomainError {
   readonly code = 'UNAUTHENTICATED';
-  constructor(message = 'a valid API token is required (header Authorization, scheme Bearer)') {
+  constructor(message = tokenRequiredMessage) {
     super(message);
   }
 }

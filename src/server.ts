@@ -4,6 +4,7 @@ import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
+import { tokenRequiredMessage } from './errors.js';
 import type { Database } from './storage/database.js';
 import type { Metrics } from './metrics.js';
 import { schema } from './schema/index.js';
@@ -32,10 +33,22 @@ interface ServerDependencies {
 /** SPEC §4: a webhook body over 25 MiB is answered 413. */
 const maxWebhookBytes = 25 * 1024 * 1024;
 
-/** 413 (or 411), then the connection is closed rather than the rest of a huge body read. */
+/** How long the rest of a refused body is read and dropped before the connection is cut. */
+const lingerMs = 1_000;
+
+/**
+ * 413 (or 411), then the connection is closed rather than the rest of a huge
+ * body stored. Closing at once would reset it while the client still sends
+ * (unread data makes the kernel answer RST), and a client that is still
+ * writing often loses the answer with it: the rest is read and dropped for
+ * up to a second first (a lingering close).
+ */
 function refuseBody(req: IncomingMessage, res: ServerResponse, status: number, error: string): void {
   res.setHeader('Connection', 'close');
-  res.once('finish', () => req.destroy());
+  res.once('finish', () => {
+    req.resume();
+    setTimeout(() => req.destroy(), lingerMs).unref();
+  });
   send(res, status, { error });
 }
 
@@ -105,7 +118,7 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       const header = initial.request?.headers.get('authorization') ?? initial.connectionParams?.authorization;
       const token = await authenticateToken(db.prisma, bearerToken(typeof header === 'string' ? header : null));
       if (!token) {
-        throw new GraphQLError('a valid API token is required (header Authorization, scheme Bearer)', {
+        throw new GraphQLError(tokenRequiredMessage, {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
         });
       }

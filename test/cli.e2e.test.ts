@@ -1,14 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, describe, expect, it, type TestContext } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { CreateProjectDocument, ProjectsDocument } from './generated/graphql.js';
 import { TestClient } from './support/client.js';
 import { createTestDatabase, databaseUrl, dropDatabase, serverUrl } from './support/database.js';
-import { freePort, killAllServers, lines, runCli, startServer, type CliResult, type ServerOptions, type ServerProcess } from './support/serverProcess.js';
+import { freePort, killAllServers, lines, runCli, type CliResult } from './support/serverProcess.js';
+import { expectOneLineFailure, serveForTest, stackLine } from './support/cli.js';
+import { exists } from './support/wait.js';
 
 const tokenFormat = /^rls_[A-Za-z0-9_-]{43}$/;
 /** A token anywhere in a line (serve prints it indented inside a sentence block). */
@@ -50,26 +52,6 @@ async function migrationCount(url: string): Promise<number> {
   }
 }
 
-function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
-}
-
-const stackLine = /^ {4}at /;
-
-/** A one-line failure: non-zero exit, nothing on stdout, exactly one stderr line and no stack trace. */
-function expectOneLineFailure(result: CliResult): string {
-  expect(result.code, `stderr: ${result.stderr}`).not.toBe(0);
-  expect(result.code).not.toBeNull();
-  expect(result.stdout).toBe('');
-  const errorLines = lines(result.stderr);
-  expect(errorLines, result.stderr).toHaveLength(1);
-  expect(errorLines.some((line) => stackLine.test(line))).toBe(false);
-  return errorLines[0]!;
-}
-
 /** `token create` output: one line, exactly a token. */
 function expectTokenOutput(result: CliResult): string {
   expect(result.code, `stderr: ${result.stderr}`).toBe(0);
@@ -77,16 +59,6 @@ function expectTokenOutput(result: CliResult): string {
   const token = result.stdout.trimEnd();
   expect(token).toMatch(tokenFormat);
   return token;
-}
-
-/** Starts `repolens serve`; the process (and its group) is killed when the test ends, pass or fail. */
-async function serve(context: TestContext, options: ServerOptions): Promise<ServerProcess> {
-  const server = await startServer(options);
-  context.onTestFinished(async () => {
-    server.killGroup('SIGKILL');
-    await server.waitForExit(10_000).catch(() => undefined);
-  });
-  return server;
 }
 
 afterAll(async () => {
@@ -107,7 +79,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
       const token = expectTokenOutput(result);
       expect(await migrationCount(url)).toBeGreaterThan(0);
 
-      const server = await serve(context, { databaseUrl: url, dataDir });
+      const server = await serveForTest(context, { databaseUrl: url, dataDir });
       // Not embedded: serve never prints a token of its own.
       expect(server.stdout().join('\n')).not.toMatch(tokenInText);
       const client = new TestClient(server.url, token);
@@ -124,7 +96,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
       // The lock is released when the command ends.
       expect(await exists(path.join(dataDir, 'db', 'repolens.lock'))).toBe(false);
 
-      const server = await serve(context, { dataDir });
+      const server = await serveForTest(context, { dataDir });
       // A tenant exists already: no "default" tenant token is printed.
       expect(server.stdout().join('\n')).not.toMatch(tokenInText);
       const client = new TestClient(server.url, token);
@@ -265,7 +237,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
   describe('zero-configuration first start', () => {
     it('serve with only PORT and DATA_DIR prints one token for tenant "default", once; the token works; SIGTERM when idle exits 0 at once', async (context) => {
       const dataDir = path.join(await tempDir(), 'fresh');
-      const first = await serve(context, { dataDir, logLevel: null, allowPrivateHosts: false });
+      const first = await serveForTest(context, { dataDir, logLevel: null, allowPrivateHosts: false });
       const printed = first.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       expect(first.stdout().join('\n')).toMatch(/default/);
@@ -284,7 +256,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
       expect(first.stderr().some((line) => stackLine.test(line))).toBe(false);
       expect(await exists(path.join(dataDir, 'db', 'repolens.lock'))).toBe(false);
 
-      const second = await serve(context, { dataDir, logLevel: null, allowPrivateHosts: false });
+      const second = await serveForTest(context, { dataDir, logLevel: null, allowPrivateHosts: false });
       expect(second.stdout().join('\n')).not.toMatch(tokenInText);
       // Same database: the first token still works and sees the project.
       const projects = await new TestClient(second.url, token).request(ProjectsDocument, { first: 10 });
@@ -293,7 +265,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
 
     it('without DATA_DIR, the data lands in ./data under the working directory', async (context) => {
       const cwd = await tempDir('repolens-cwd-');
-      const server = await serve(context, { cwd, logLevel: null, allowPrivateHosts: false });
+      const server = await serveForTest(context, { cwd, logLevel: null, allowPrivateHosts: false });
       const printed = server.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       const { createProject } = await new TestClient(server.url, printed[0]!).request(CreateProjectDocument, { name: 'cwd' });
@@ -309,7 +281,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
   describe('the embedded database lock', () => {
     it('while serve holds it, token create and migrate fail in one clear line; after serve stops (SIGTERM) they work', async (context) => {
       const dataDir = await tempDir();
-      const server = await serve(context, { dataDir });
+      const server = await serveForTest(context, { dataDir });
       const printed = server.stdout().join('\n').match(tokenInText) ?? [];
       expect(printed).toHaveLength(1);
       const lockFile = path.join(dataDir, 'db', 'repolens.lock');
@@ -343,7 +315,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
 
     it('the stale lock of a SIGKILLed serve does not block the next start, and the data survives', async (context) => {
       const dataDir = await tempDir();
-      const crashed = await serve(context, { dataDir });
+      const crashed = await serveForTest(context, { dataDir });
       const token = (crashed.stdout().join('\n').match(tokenInText) ?? [])[0];
       expect(token).toBeDefined();
       await new TestClient(crashed.url, token!).request(CreateProjectDocument, { name: 'before-the-crash' });
@@ -354,7 +326,7 @@ describe('repolens CLI', { timeout: 300_000 }, () => {
       // A crashed serve leaves its lock file behind, naming a dead pid.
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(crashed.pid));
 
-      const next = await serve(context, { dataDir });
+      const next = await serveForTest(context, { dataDir });
       expect((await readFile(lockFile, 'utf8')).trim()).toBe(String(next.pid));
       expect(next.stdout().join('\n')).not.toMatch(tokenInText);
       const projects = await new TestClient(next.url, token!).request(ProjectsDocument, { first: 10 });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeGlobalId } from '../src/schema/globalId.js';
@@ -8,6 +8,7 @@ import { startTestApp, waitForIdle, waitForMembers, waitForRepository, type Test
 import { createUpstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
+import { exists } from './support/wait.js';
 
 // SPEC §1 "Several processes" (issue 8, item 5 in part): three instances on
 // one PostgreSQL database, each with its own disk. A storm of pushes sent
@@ -138,9 +139,3 @@ describe('three instances on one database', { timeout: 120_000 }, () => {
   });
 });
 
-function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
-}

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -14,6 +14,7 @@ import { createUpstream, git, type Upstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { s3TestEnv, type S3TestEnv } from './support/s3proxy.js';
 import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
+import { exists, waitFor } from './support/wait.js';
 
 // SPEC §1 "Several processes", issue 8 item 5: three real server processes on
 // different ports, one PostgreSQL database, one S3 bucket (S3Proxy) and Redis,
@@ -114,19 +115,7 @@ async function startMember(): Promise<Member> {
   return { server, dataDir, client: new TestClient(server.url, token), instanceId: row!.id };
 }
 
-/** Polls `probe` until `done` holds; the last value is in the error on timeout. */
-async function waitFor<T>(what: string, probe: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (done(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-}
-
-/** Until each live member's log says it sees exactly `live` (heartbeats every 250 ms). */
+/** Until the Instance table lists exactly `live`, then two more heartbeats (250 ms each) so that every member has read it. */
 async function waitForMembers(live: Member[]): Promise<void> {
   const ids = live.map((member) => member.instanceId).sort();
   await waitFor(
@@ -172,13 +161,6 @@ async function waitSynced(repo: Repo, sha: string): Promise<RunRow[]> {
 function executor(run: RunRow): string {
   expect(run.claimedBy).not.toBeNull();
   return run.claimedBy!;
-}
-
-function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** No two runs of one repository ever overlapped in time: one writer of its working copy at a time. */

@@ -6,6 +6,7 @@ import { SyncStatusDocument } from './generated/graphql.js';
 import { createApiToken } from '../src/storage/tenants.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { TestClient } from './support/client.js';
+import { waitFor } from './support/wait.js';
 import { createUpstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 
@@ -234,7 +235,7 @@ describe('per-token limits', () => {
     const client = await app.client('limits');
     const first = client.subscribe(SyncStatusDocument, { repositoryId });
     const second = client.subscribe(SyncStatusDocument, { repositoryId });
-    await waitFor(() => app.app.services.limits.openSubscriptions(tokenIdOf(token)) === 2);
+    await openSubscriptions(2);
     const third = client.subscribe(SyncStatusDocument, { repositoryId });
     await third.waitFor(() => false, 5_000).catch(() => undefined);
     expect(JSON.stringify(third.errors)).toMatch(/TOO_MANY_SUBSCRIPTIONS|already holds 2 subscriptions/);
@@ -244,12 +245,12 @@ describe('per-token limits', () => {
     await other.waitFor(() => false, 1_000).catch(() => undefined);
     expect(other.errors).toEqual([]);
     await first.close();
-    await waitFor(() => app.app.services.limits.openSubscriptions(tokenIdOf(token)) === 1);
+    await openSubscriptions(1);
     const fourth = client.subscribe(SyncStatusDocument, { repositoryId });
-    await waitFor(() => app.app.services.limits.openSubscriptions(tokenIdOf(token)) === 2);
+    await openSubscriptions(2);
     expect(fourth.errors).toEqual([]);
     for (const subscription of [second, third, fourth, other]) await subscription.close();
-    await waitFor(() => app.app.services.limits.openSubscriptions(tokenIdOf(token)) === 0);
+    await openSubscriptions(0);
   });
 
   it('a WebSocket message over REPOLENS_MAX_BODY_BYTES closes the socket (1009)', async () => {
@@ -279,10 +280,7 @@ beforeAll(async () => {
   }
 });
 
-async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+/** Until the first token holds `count` subscriptions on the server. */
+async function openSubscriptions(count: number): Promise<void> {
+  await waitFor(`${count} open subscriptions`, () => app.app.services.limits.openSubscriptions(tokenIdOf(token)), (open) => open === count, 10_000);
 }

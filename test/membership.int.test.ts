@@ -116,7 +116,8 @@ describe('membership on PostgreSQL', { timeout: 30_000 }, () => {
     // Hung: the lease is held but no heartbeat comes; it is dropped once its heartbeat is older than the TTL.
     const deltaLease = await second.leaseInstance('delta');
     const delta = new Membership(second.prisma, deltaLease, 'delta', logger, options);
-    await delta.start();
+    await delta.start('http://127.0.0.1:4999');
+    expect((await admin.query(`SELECT url FROM "Instance" WHERE id = 'delta'`)).rows).toEqual([{ url: 'http://127.0.0.1:4999' }]);
     await alpha.tick();
     expect(alpha.live()).toEqual(['alpha', 'delta']);
     await admin.query(`UPDATE "Instance" SET "heartbeatAt" = "heartbeatAt" - interval '4 seconds' WHERE id = 'delta'`);
@@ -130,7 +131,6 @@ describe('membership on PostgreSQL', { timeout: 30_000 }, () => {
     expect(alpha.live()).toEqual(['alpha', 'delta']);
 
     // Removed while it lives (another instance saw its lease lost for a moment): its next heartbeat writes it back.
-    await delta.recordUrl('http://127.0.0.1:4999');
     await admin.query(`DELETE FROM "Instance" WHERE id = 'delta'`);
     await delta.tick();
     expect((await admin.query(`SELECT url FROM "Instance" WHERE id = 'delta'`)).rows).toEqual([{ url: 'http://127.0.0.1:4999' }]);

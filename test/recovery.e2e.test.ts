@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -13,6 +13,7 @@ import { createUpstream, git } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
+import { exists, waitFor } from './support/wait.js';
 
 /** Slow enough that a transfer of the big file below takes many seconds. */
 const trickle = { kind: 'trickle', bytesPerSecond: 16 * 1024 } as const;
@@ -124,27 +125,8 @@ async function repositoryRow(db: pg.Client, repositoryId: string): Promise<Repos
   return rows[0];
 }
 
-/** Polls `probe` until `done` holds; the last value is in the error on timeout. */
-async function waitFor<T>(what: string, probe: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (done(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-}
-
 async function waitForIdle(db: pg.Client, repositoryId: string): Promise<RunRow[]> {
   return waitFor('no active run', () => runsOf(db, repositoryId), (runs) => runs.every((run) => run.activeSlot === null));
-}
-
-function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 async function temporaryEntries(dataDir: string): Promise<string[]> {

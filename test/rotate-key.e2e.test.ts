@@ -2,12 +2,14 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it, type TestContext } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../src/storage/database.js';
 import { createSecretBox, loadEncryptionKey } from '../src/storage/secrets.js';
 import { identityKey } from '../src/sync/webhooks.js';
 import { createTestDatabase } from './support/database.js';
-import { killAllServers, lines, runCli, startServer, type CliResult, type Env, type ServerOptions, type ServerProcess } from './support/serverProcess.js';
+import { killAllServers, lines, runCli, type CliResult, type Env, type ServerProcess } from './support/serverProcess.js';
+import { expectOneLineFailure, serveForTest } from './support/cli.js';
+import { exists } from './support/wait.js';
 import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 
 const temporary: string[] = [];
@@ -186,31 +188,10 @@ function expectNoLeak(result: CliResult, keys: Buffer[], seeded: Seeded): void {
   }
 }
 
-const stackLine = /^ {4}at /;
-
-function expectOneLineFailure(result: CliResult): string {
-  expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).not.toBe(0);
-  expect(result.code).not.toBeNull();
-  expect(result.stdout).toBe('');
-  const errorLines = lines(result.stderr);
-  expect(errorLines, result.stderr).toHaveLength(1);
-  expect(errorLines.some((line) => stackLine.test(line))).toBe(false);
-  return errorLines[0]!;
-}
-
 function expectSuccess(result: CliResult): string[] {
   expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
   expect(result.stderr).toBe('');
   return lines(result.stdout);
-}
-
-async function serve(context: TestContext, options: ServerOptions): Promise<ServerProcess> {
-  const server = await startServer(options);
-  context.onTestFinished(async () => {
-    server.killGroup('SIGKILL');
-    await server.waitForExit(10_000).catch(() => undefined);
-  });
-  return server;
 }
 
 /** A GitHub ping for the seeded repository, signed with `secret`: 200 only if the server opened the stored secret. */
@@ -221,13 +202,6 @@ async function ping(server: ServerProcess, seeded: Seeded, secret: string): Prom
 
 async function fileMode(file: string): Promise<number> {
   return (await stat(file)).mode & 0o777;
-}
-
-function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 async function keyFileKey(file: string): Promise<Buffer> {
@@ -278,7 +252,7 @@ describe('repolens rotate-key', { timeout: 300_000 }, () => {
       const dataDir = await tempDir();
       const env: Env = { DATABASE_URL: database.url, DATA_DIR: dataDir, ENCRYPTION_KEY: b64(oldKey), NEW_ENCRYPTION_KEY: b64(nextKey) };
 
-      const running = await serve(context, { databaseUrl: database.url, dataDir, env: { ENCRYPTION_KEY: b64(oldKey) } });
+      const running = await serveForTest(context, { databaseUrl: database.url, dataDir, env: { ENCRYPTION_KEY: b64(oldKey) } });
       expect(await ping(running, seeded, seeded.hook.secret)).toBe(200);
       const before = await withDb(place, snapshot);
       const refused = await runCli(['rotate-key'], env);
@@ -292,7 +266,7 @@ describe('repolens rotate-key', { timeout: 300_000 }, () => {
       expect(expectSuccess(rotated)[0]).toBe(`${expectedCounts}, in one transaction`);
       expectSealedWith((await withDb(place, snapshot)).sealed, seeded, nextKey, [oldKey]);
 
-      const restarted = await serve(context, { databaseUrl: database.url, dataDir, env: { ENCRYPTION_KEY: b64(nextKey) } });
+      const restarted = await serveForTest(context, { databaseUrl: database.url, dataDir, env: { ENCRYPTION_KEY: b64(nextKey) } });
       expect(await ping(restarted, seeded, seeded.hook.secret)).toBe(200);
       expect(await ping(restarted, seeded, 'not-the-secret')).toBe(401);
     });
@@ -364,7 +338,7 @@ describe('repolens rotate-key', { timeout: 300_000 }, () => {
       const before = await withDb({ dataDir }, snapshot);
 
       // Refused while serve runs (the embedded database's lock), and nothing changes.
-      const running = await serve(context, { dataDir });
+      const running = await serveForTest(context, { dataDir });
       expect(await ping(running, seeded, seeded.hook.secret)).toBe(200);
       const refused = await runCli(['rotate-key'], { DATA_DIR: dataDir });
       expect(expectOneLineFailure(refused)).toMatch(new RegExp(`in use by another repolens process \\(pid ${running.pid}\\)`));
@@ -386,7 +360,7 @@ describe('repolens rotate-key', { timeout: 300_000 }, () => {
       expectNoLeak(result, [oldKey, rotatedKey], seeded);
       expectSealedWith((await withDb({ dataDir }, snapshot)).sealed, seeded, rotatedKey, [oldKey]);
 
-      const restarted = await serve(context, { dataDir });
+      const restarted = await serveForTest(context, { dataDir });
       expect(await ping(restarted, seeded, seeded.hook.secret)).toBe(200);
       expect(await ping(restarted, seeded, 'not-the-secret')).toBe(401);
       expect(restarted.stderr().join('\n')).not.toMatch(/cannot be decrypted/);

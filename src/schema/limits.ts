@@ -1,4 +1,4 @@
-import { GraphQLError, Kind, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode } from 'graphql';
+import { getOperationAST, GraphQLError, Kind, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 
 export interface TokenLimitOptions {
   /** Root mutation fields a token may run per minute (a bucket that refills continuously); 0: no limit. */
@@ -99,24 +99,30 @@ export class TokenLimits {
   }
 }
 
+/** The fields of a selection set, with inline fragments and fragment spreads taken in place (each spread once per path). */
+function* fieldsOf(set: SelectionSetNode, fragments: ReadonlyMap<string, FragmentDefinitionNode>, seen: ReadonlySet<string> = new Set()): Generator<FieldNode> {
+  for (const selection of set.selections) {
+    if (selection.kind === Kind.FIELD) yield selection;
+    else if (selection.kind === Kind.INLINE_FRAGMENT) yield* fieldsOf(selection.selectionSet, fragments, seen);
+    else if (!seen.has(selection.name.value)) {
+      // Validation refuses fragment cycles before anything executes; `seen` keeps this walk finite regardless.
+      const fragment = fragments.get(selection.name.value);
+      if (fragment) yield* fieldsOf(fragment.selectionSet, fragments, new Set([...seen, selection.name.value]));
+    }
+  }
+}
+
+function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode> {
+  return new Map(
+    document.definitions.filter((definition): definition is FragmentDefinitionNode => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => [fragment.name.value, fragment]),
+  );
+}
+
 /** The root fields of the operation a request runs, when it is a mutation; 0 otherwise. */
 export function mutationFieldCount(document: DocumentNode, operationName?: string | null): number {
-  const operations = document.definitions.filter((definition): definition is OperationDefinitionNode => definition.kind === Kind.OPERATION_DEFINITION);
-  const operation = operationName ? operations.find((candidate) => candidate.name?.value === operationName) : operations.length === 1 ? operations[0] : undefined;
+  const operation = getOperationAST(document, operationName);
   if (operation?.operation !== 'mutation') return 0;
-  let count = 0;
-  const visit = (selections: OperationDefinitionNode['selectionSet']['selections']) => {
-    for (const selection of selections) {
-      if (selection.kind === Kind.FIELD) count++;
-      else if (selection.kind === Kind.INLINE_FRAGMENT) visit(selection.selectionSet.selections);
-      else {
-        const fragment = document.definitions.find((definition) => definition.kind === Kind.FRAGMENT_DEFINITION && definition.name.value === selection.name.value);
-        if (fragment?.kind === Kind.FRAGMENT_DEFINITION) visit(fragment.selectionSet.selections);
-      }
-    }
-  };
-  visit(operation.selectionSet.selections);
-  return count;
+  return [...fieldsOf(operation.selectionSet, fragmentsOf(document))].length;
 }
 
 /** Weights of the cost estimate (graphql-armor's defaults): an object 2, a scalar 1, each level down × 1.5. */
@@ -132,35 +138,24 @@ const depthFactor = 1.5;
  * so `first: $n` would cost 1); without either, the default page size.
  */
 export function queryCost(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined, defaultPageSize: number): number {
-  const operations = document.definitions.filter((definition): definition is OperationDefinitionNode => definition.kind === Kind.OPERATION_DEFINITION);
-  const operation = operationName ? operations.find((candidate) => candidate.name?.value === operationName) : operations[0];
+  const operation = getOperationAST(document, operationName);
   if (!operation) return 0;
-  const fragments = new Map(
-    document.definitions.filter((definition): definition is FragmentDefinitionNode => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => [fragment.name.value, fragment]),
-  );
+  const fragments = fragmentsOf(document);
   const pageOf = (field: FieldNode): number => {
     const argument = field.arguments?.find((candidate) => candidate.name.value === 'first' || candidate.name.value === 'last');
     if (!argument) return field.arguments?.some((candidate) => candidate.name.value === 'after' || candidate.name.value === 'before') || isConnection(field) ? defaultPageSize : 1;
     const value = argument.value.kind === Kind.INT ? Number(argument.value.value) : argument.value.kind === Kind.VARIABLE ? Number(variables?.[argument.value.name.value] ?? defaultPageSize) : 1;
     return Number.isFinite(value) && value > 1 ? value : 1;
   };
-  // Fragment cycles are refused by validation before this runs; `seen` is a guard all the same.
-  const selectionCost = (set: SelectionSetNode, seen: Set<string>): number => {
+  const selectionCost = (set: SelectionSetNode): number => {
     let total = 0;
-    for (const selection of set.selections) {
-      if (selection.kind === Kind.FIELD) {
-        if (selection.name.value.startsWith('__')) continue;
-        total += selection.selectionSet ? (objectCost + depthFactor * selectionCost(selection.selectionSet, seen)) * pageOf(selection) : scalarCost;
-      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-        total += selectionCost(selection.selectionSet, seen);
-      } else if (!seen.has(selection.name.value)) {
-        const fragment = fragments.get(selection.name.value);
-        if (fragment) total += selectionCost(fragment.selectionSet, new Set([...seen, selection.name.value]));
-      }
+    for (const field of fieldsOf(set, fragments)) {
+      if (field.name.value.startsWith('__')) continue;
+      total += field.selectionSet ? (objectCost + depthFactor * selectionCost(field.selectionSet)) * pageOf(field) : scalarCost;
     }
     return total;
   };
-  return selectionCost(operation.selectionSet, new Set());
+  return selectionCost(operation.selectionSet);
 }
 
 /** A connection field asked without first/last gets the default page: Relay's `edges` below it tells. */

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { Prisma as PrismaNamespace } from '../generated/prisma/client.js';
 import type { Prisma } from './database.js';
-import { createSecretBox, keyFileName, type SecretBox } from './secrets.js';
+import { createSecretBox, decodeBase64, decodeKey, keyFileName, type SecretBox } from './secrets.js';
 
 /**
  * `repolens rotate-key`: every sealed column moves from the current key to a
@@ -30,14 +31,15 @@ export interface RotationCounts {
   alreadyNew: number;
 }
 
-const base64Key = /^[A-Za-z0-9+/_-]+={0,2}$/;
-
 /** A 32-byte base64 key from a variable; the message names the variable, never its value. */
 export function parseKey(value: string | undefined, variable: string): Buffer {
   const text = value?.trim();
   if (!text) throw new RotationError(`${variable} is not set: give it the new key (32 random bytes, base64; e.g. \`openssl rand -base64 32\`)`);
-  const key = base64Key.test(text) ? Buffer.from(text, 'base64') : Buffer.alloc(0);
-  if (key.length !== 32) throw new RotationError(`${variable} must be 32 bytes, base64-encoded (it decodes to ${key.length === 0 ? 'nothing usable' : `${key.length} bytes`})`);
+  const key = decodeKey(text);
+  if (!key) {
+    const length = decodeBase64(text)?.length ?? 0;
+    throw new RotationError(`${variable} must be 32 bytes, base64-encoded (it decodes to ${length === 0 ? 'nothing usable' : `${length} bytes`})`);
+  }
   return key;
 }
 
@@ -54,11 +56,13 @@ function opens(box: SecretBox, sealed: string): boolean {
   }
 }
 
-interface PlannedUpdate {
+/** One sealed value of a row, read under a row lock. */
+interface SealedValue {
   table: string;
-  id: string;
   column: string;
-  value: string;
+  label: SealedLabel;
+  id: string;
+  sealed: string;
 }
 
 /**
@@ -73,40 +77,29 @@ export async function reencryptSecrets(prisma: Prisma, currentKey: Buffer, newKe
   const next = createSecretBox(newKey);
   return prisma.$transaction(
     async (tx) => {
-      const credentials = await tx.$queryRaw<{ id: string; encryptedSecret: string; encryptedRefreshToken: string | null }[]>`
-        SELECT id::text AS id, "encryptedSecret", "encryptedRefreshToken" FROM "Credential" ORDER BY id FOR UPDATE`;
-      const repositories = await tx.$queryRaw<{ id: string; webhookSecret: string }[]>`
-        SELECT id::text AS id, "webhookSecret" FROM "Repository" WHERE "webhookSecret" IS NOT NULL ORDER BY id FOR UPDATE`;
-      const oauthStates = await tx.$queryRaw<{ id: string; codeVerifier: string }[]>`
-        SELECT id::text AS id, "codeVerifier" FROM "OAuthState" WHERE "codeVerifier" IS NOT NULL ORDER BY id FOR UPDATE`;
-
-      const values: { table: string; column: string; label: SealedLabel; id: string; sealed: string }[] = [];
-      for (const row of credentials) {
-        values.push({ table: 'Credential', column: 'encryptedSecret', label: 'credentials', id: row.id, sealed: row.encryptedSecret });
-        if (row.encryptedRefreshToken !== null) {
-          values.push({ table: 'Credential', column: 'encryptedRefreshToken', label: 'refresh tokens', id: row.id, sealed: row.encryptedRefreshToken });
-        }
+      // Table and column names come from the constant list above, never from input.
+      const values: SealedValue[] = [];
+      for (const { table, column, label } of sealedColumns) {
+        const rows = await tx.$queryRaw<{ id: string; sealed: string }[]>`
+          SELECT id::text AS id, ${PrismaNamespace.raw(`"${column}"`)} AS sealed FROM ${PrismaNamespace.raw(`"${table}"`)}
+          WHERE ${PrismaNamespace.raw(`"${column}"`)} IS NOT NULL ORDER BY id FOR UPDATE`;
+        for (const row of rows) values.push({ table, column, label, id: row.id, sealed: row.sealed });
       }
-      for (const row of repositories) values.push({ table: 'Repository', column: 'webhookSecret', label: 'webhook secrets', id: row.id, sealed: row.webhookSecret });
-      for (const row of oauthStates) values.push({ table: 'OAuthState', column: 'codeVerifier', label: 'OAuth states', id: row.id, sealed: row.codeVerifier });
 
       // Everything is checked before anything is written.
       const counts: RotationCounts = { reencrypted: Object.fromEntries(sealedColumns.map(({ label }) => [label, 0])) as Record<SealedLabel, number>, alreadyNew: 0 };
-      const updates: PlannedUpdate[] = [];
-      const unreadable: typeof values = [];
+      const updates: (SealedValue & { resealed: string })[] = [];
+      const unreadable: SealedValue[] = [];
       for (const value of values) {
         let plaintext: string | undefined;
         try {
           plaintext = current.decrypt(value.sealed);
         } catch {
-          if (opens(next, value.sealed)) {
-            counts.alreadyNew++;
-            continue;
-          }
-          unreadable.push(value);
+          if (opens(next, value.sealed)) counts.alreadyNew++;
+          else unreadable.push(value);
           continue;
         }
-        updates.push({ table: value.table, id: value.id, column: value.column, value: next.encrypt(plaintext) });
+        updates.push({ ...value, resealed: next.encrypt(plaintext) });
         counts.reencrypted[value.label]++;
       }
       if (unreadable.length > 0) {
@@ -119,15 +112,7 @@ export async function reencryptSecrets(prisma: Prisma, currentKey: Buffer, newKe
 
       for (const update of updates) {
         // Raw statements: re-sealing is no change of the row (Repository.updatedAt stays as it is).
-        if (update.table === 'Credential' && update.column === 'encryptedSecret') {
-          await tx.$executeRaw`UPDATE "Credential" SET "encryptedSecret" = ${update.value} WHERE id = ${update.id}::uuid`;
-        } else if (update.table === 'Credential') {
-          await tx.$executeRaw`UPDATE "Credential" SET "encryptedRefreshToken" = ${update.value} WHERE id = ${update.id}::uuid`;
-        } else if (update.table === 'Repository') {
-          await tx.$executeRaw`UPDATE "Repository" SET "webhookSecret" = ${update.value} WHERE id = ${update.id}::uuid`;
-        } else {
-          await tx.$executeRaw`UPDATE "OAuthState" SET "codeVerifier" = ${update.value} WHERE id = ${update.id}::uuid`;
-        }
+        await tx.$executeRaw`UPDATE ${PrismaNamespace.raw(`"${update.table}"`)} SET ${PrismaNamespace.raw(`"${update.column}"`)} = ${update.resealed} WHERE id = ${update.id}::uuid`;
       }
       return counts;
     },
@@ -160,8 +145,7 @@ export async function readKeyFile(file: string): Promise<Buffer | null | 'invali
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
   }
-  const key = base64Key.test(text.trim()) ? Buffer.from(text.trim(), 'base64') : Buffer.alloc(0);
-  return key.length === 32 ? key : 'invalid';
+  return decodeKey(text) ?? 'invalid';
 }
 
 /** Flushes a directory's entries (a created or renamed file) to disk. */

@@ -24,9 +24,21 @@ export async function loadEncryptionKey(dataDir: string, configured?: Buffer): P
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  const key = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
-  if (key.length !== 32) throw new Error(`${file} does not hold a 32-byte base64 key`);
+  const key = decodeKey(await readFile(file, 'utf8'));
+  if (!key) throw new Error(`${file} does not hold a 32-byte base64 key`);
   return key;
+}
+
+/** The bytes of a base64 text (standard or URL-safe alphabet, surrounding space ignored), or null when it is not base64. */
+export function decodeBase64(text: string): Buffer | null {
+  const trimmed = text.trim();
+  return /^[A-Za-z0-9+/_-]+={0,2}$/.test(trimmed) ? Buffer.from(trimmed, 'base64') : null;
+}
+
+/** A 32-byte key written in base64, or null. */
+export function decodeKey(text: string): Buffer | null {
+  const key = decodeBase64(text);
+  return key?.length === 32 ? key : null;
 }
 
 export interface SecretBox {

@@ -70,19 +70,17 @@ export class Membership {
     this.members = [instanceId];
   }
 
-  /** Records this instance and reads the others; renews both every heartbeat. No-op without options (one process). */
-  async start(): Promise<void> {
+  /**
+   * Records this instance (with where its HTTP server listens, for operators) and reads the others;
+   * renews both every heartbeat. No-op without options (one process).
+   */
+  async start(url?: string): Promise<void> {
     if (!this.options) return;
+    this.url = url ?? null;
     await this.beat();
     await this.refresh();
     this.timer = setInterval(() => void this.tick(), this.options.heartbeatMs);
     this.timer.unref();
-  }
-
-  /** Records where this instance's HTTP server listens (known once it listens). */
-  async recordUrl(url: string): Promise<void> {
-    this.url = url;
-    if (this.options) await this.prisma.instance.updateMany({ where: { id: this.instanceId }, data: { url } });
   }
 
   /** The live members, this one included, in a stable order. */
