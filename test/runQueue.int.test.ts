@@ -88,6 +88,36 @@ describe('run queue and refs statements against PostgreSQL', () => {
     expect(await db.prisma.syncRun.findUniqueOrThrow({ where: { id: second.id } })).toMatchObject({ status: 'QUEUED', activeSlot: 'QUEUED', claimedBy: null });
   });
 
+  it('a claim made while the previous run is ending starts after that run finished', async () => {
+    const queue = new RunQueue(db.prisma);
+    const repo = await repository('ending');
+    const first = (await queue.enqueue({ repositoryId: repo.id, tenantId, trigger: 'MANUAL' })).run;
+    expect(await queue.claim(first.id, 'a')).not.toBeNull();
+    const second = (await queue.enqueue({ repositoryId: repo.id, tenantId, trigger: 'WEBHOOK' })).run;
+    let released!: () => void;
+    const release = new Promise<void>((resolve) => (released = resolve));
+    let ending!: () => void;
+    const ended = new Promise<void>((resolve) => (ending = resolve));
+    let finishedAt!: Date;
+    // The first run's final statement, committed only after the second run's claim was sent.
+    const finish = db.prisma.$transaction(async (tx) => {
+      await tx.syncRun.update({ where: { id: first.id }, data: { status: 'SUCCEEDED', activeSlot: null } });
+      ending();
+      await release;
+      finishedAt = new Date();
+      await tx.syncRun.update({ where: { id: first.id }, data: { finishedAt } });
+    }, { timeout: 20_000 });
+    await ended;
+    const claiming = queue.claim(second.id, 'a');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    released();
+    await finish;
+    const claimed = await claiming;
+    expect(claimed).not.toBeNull();
+    expect(claimed!.run.startedAt!.getTime()).toBeGreaterThanOrEqual(finishedAt.getTime());
+    expect(new Date((claimed!.run.phaseLog as { at: string }[]).at(-1)!.at).getTime()).toBeGreaterThanOrEqual(finishedAt.getTime());
+  });
+
   it('recordRefs makes the Ref rows equal to the listing: new, moved and vanished refs; an unchanged listing writes nothing', async () => {
     const repo = await repository('refs');
     const read = async () =>

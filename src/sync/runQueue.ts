@@ -101,17 +101,29 @@ export class RunQueue {
    * repository, in one statement (the hot path of every sync). null when
    * another run of the repository is running, the run was taken, or the
    * repository is gone.
+   *
+   * A run of the repository that is ending (its final statement not yet
+   * committed) is waited for, on its row lock, before anything is written, so
+   * that the start is stamped after it: by the database's clock, as it is
+   * written, a repository's history never shows two runs overlapping. The
+   * claim then succeeds, as the ending run may have looked for queued runs
+   * before this one was queued.
    */
   async claim(runId: string, owner: string): Promise<ClaimedRun | null> {
-    const now = new Date();
     try {
       const rows = await this.prisma.$queryRaw<{ run: Record<string, unknown>; repository: Record<string, unknown>; indexed: IndexedCommits | null }[]>`
+        WITH ending AS (
+          SELECT running.id FROM "SyncRun" AS running
+          WHERE running."repositoryId" = (SELECT "repositoryId" FROM "SyncRun" WHERE id = ${runId}::uuid) AND running."activeSlot" = 'RUNNING'
+          FOR UPDATE
+        )
         UPDATE "SyncRun" AS run SET
-          status = 'RUNNING', "activeSlot" = 'RUNNING', "startedAt" = ${now}, "claimedBy" = ${owner},
+          status = 'RUNNING', "activeSlot" = 'RUNNING', "startedAt" = clock_timestamp() AT TIME ZONE 'UTC', "claimedBy" = ${owner},
           phase = 'CHECKING', "fromSha" = repository."lastCommitSha",
-          "phaseLog" = run."phaseLog" || jsonb_build_array(jsonb_build_object('phase', 'CHECKING', 'status', repository.status, 'at', ${now.toISOString()}::text))
+          "phaseLog" = run."phaseLog" || jsonb_build_array(jsonb_build_object('phase', 'CHECKING', 'status', repository.status,
+            'at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
         FROM "Repository" AS repository
-        WHERE run.id = ${runId}::uuid AND run.status = 'QUEUED' AND repository.id = run."repositoryId"
+        WHERE run.id = ${runId}::uuid AND run.status = 'QUEUED' AND repository.id = run."repositoryId" AND NOT EXISTS (SELECT 1 FROM ending)
         RETURNING to_jsonb(run.*) AS run, to_jsonb(repository.*) AS repository,
           (SELECT jsonb_build_object('commitSha', metadata."commitSha", 'graphSha', metadata."graphSha")
            FROM "RepositoryMetadata" AS metadata WHERE metadata."repositoryId" = repository.id) AS indexed`;
