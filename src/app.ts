@@ -107,7 +107,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       prisma: db.prisma,
       git,
       copies,
-      strategies: createStrategies(git, copies),
+      strategies: createStrategies(git, copies, { maxRepoBytes: config.maxRepoBytes }),
       archiver,
       indexer,
       events,

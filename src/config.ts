@@ -73,6 +73,7 @@ const schema = z
     REPOLENS_PROVIDER_MAX_WAIT_S: z.coerce.number().int().min(0).default(15 * 60),
     REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
     REPOLENS_DELTA_AUTO_MIN_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
+    REPOLENS_MAX_REPO_BYTES: z.coerce.number().int().positive().optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .superRefine((env, context) => {
@@ -130,6 +131,11 @@ const schema = z
       redisUrl: env.REDIS_URL,
       /** AUTO tries DELTA for a repository its platform reported at least this large (0: every repository with a platform credential). */
       deltaAutoMinBytes: env.REPOLENS_DELTA_AUTO_MIN_BYTES,
+      /**
+       * A repository bigger than this is refused (unset: no limit): at addRepository when its
+       * platform reports the size, and during a sync as soon as the transfer takes it past.
+       */
+      maxRepoBytes: env.REPOLENS_MAX_REPO_BYTES,
       /** OAuth apps (startOAuth): both the id and the secret, or OAuth with that provider is off. */
       oauth: {
         GITHUB: env.GITHUB_CLIENT_ID && env.GITHUB_CLIENT_SECRET ? { clientId: env.GITHUB_CLIENT_ID, clientSecret: env.GITHUB_CLIENT_SECRET } : undefined,

@@ -43,6 +43,8 @@ export interface DeltaRequest {
   signal: AbortSignal;
   /** Files downloaded so far, of how many (progress). */
   onProgress?: (done: number, total: number) => void;
+  /** Told the bytes of the API's answers so far, as they arrive (a size limit may abort `signal`). */
+  onReceived?: (bytes: number) => void;
 }
 
 export interface DeltaObjects {
@@ -63,7 +65,13 @@ const emptyTree = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
  */
 export async function writeDeltaObjects(git: Git, request: DeltaRequest): Promise<DeltaObjects> {
   let bytesReceived = 0;
-  const call = { signal: request.signal, onReceived: (bytes: number) => (bytesReceived += bytes) };
+  const call = {
+    signal: request.signal,
+    onReceived: (bytes: number) => {
+      bytesReceived += bytes;
+      request.onReceived?.(bytesReceived);
+    },
+  };
   const index = path.join(request.cwd, '.git', `repolens-delta-${process.pid}.index`);
   try {
     const filesChanged = (await fromPatch(git, request, index, call)) ?? (await fromFiles(git, request, index, call));

@@ -12,6 +12,8 @@ export interface GitProgress {
   stage: string;
   /** 0..1 */
   fraction: number;
+  /** Bytes received so far, where git says (its "Receiving objects" lines, from half a second into the transfer). */
+  bytes?: number;
 }
 
 export interface GitCallOptions {
@@ -250,11 +252,13 @@ function lastLines(text: string): string {
     .slice(0, 500);
 }
 
-const progressLine = /(Counting|Compressing|Receiving|Resolving|Updating files)[^:]*:\s+(\d{1,3})%/g;
+const progressLine = /(Counting|Compressing|Receiving|Resolving|Updating files)[^:]*:\s+(\d{1,3})%(?: \(\d+\/\d+\), ([\d.]+) (bytes|KiB|MiB|GiB)\b)?/g;
 
 export function reportProgress(text: string, onProgress: (progress: GitProgress) => void): void {
   for (const match of text.matchAll(progressLine)) {
-    onProgress({ stage: match[1]!.toLowerCase(), fraction: Number(match[2]) / 100 });
+    const progress: GitProgress = { stage: match[1]!.toLowerCase(), fraction: Number(match[2]) / 100 };
+    if (match[3] && match[4]) progress.bytes = toBytes(match[3], match[4]);
+    onProgress(progress);
   }
 }
 
@@ -271,7 +275,18 @@ export function parseUpdatedFiles(stderr: string): number | null {
 export function parseReceivedBytes(stderr: string): number {
   const matches = [...stderr.matchAll(/Receiving objects:[^\r\n]*?,\s*([\d.]+)\s*(bytes|KiB|MiB|GiB)/g)];
   const last = matches.at(-1);
-  if (!last) return 0;
-  const units: Record<string, number> = { bytes: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
-  return Math.round(Number(last[1]) * (units[last[2] ?? 'bytes'] ?? 1));
+  return last ? toBytes(last[1]!, last[2]!) : 0;
+}
+
+/** The units git's progress lines use, as this service writes them too (formatBytes). */
+const units: Record<string, number> = { bytes: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+
+function toBytes(amount: string, unit: string): number {
+  return Math.round(Number(amount) * (units[unit] ?? 1));
+}
+
+/** 5242880 → "5.0 MiB": sizes in messages, in git's units. */
+export function formatBytes(bytes: number): string {
+  const unit = (['TiB', 'GiB', 'MiB', 'KiB'] as const).find((name) => bytes >= units[name]!);
+  return unit ? `${(bytes / units[unit]!).toFixed(1)} ${unit}` : `${bytes} bytes`;
 }

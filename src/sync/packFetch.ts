@@ -27,6 +27,11 @@ export interface FetchPackOptions {
   auth?: GitAuth;
   signal: AbortSignal;
   onProgress?: (progress: GitProgress) => void;
+  /**
+   * Told the pack bytes received so far, before they reach the copy: aborting `signal` from
+   * here (a size limit) stops the fetch with nothing more written.
+   */
+  onReceived?: (bytes: number) => void;
 }
 
 export interface FetchedPack {
@@ -107,6 +112,8 @@ export async function fetchPack(git: Git, url: string, options: FetchPackOptions
 
     const receivePackData = async (data: Buffer) => {
       bytesReceived += data.byteLength;
+      options.onReceived?.(bytesReceived);
+      options.signal.throwIfAborted();
       if (!unpacker) {
         header = Buffer.concat([header, data]);
         if (header.byteLength < 12) return;

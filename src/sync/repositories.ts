@@ -13,7 +13,7 @@ import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
 import { isValidBranchName, type WorkingCopies } from '../storage/workingCopies.js';
 import type { SyncEngine } from './engine.js';
-import { GitError, type Git, type GitAuth } from './git.js';
+import { formatBytes, GitError, type Git, type GitAuth } from './git.js';
 import { recordRefs } from './refs.js';
 import { PlainGitPlatform } from '../providers/plainGit.js';
 import { parseRepositoryUrl } from './repositoryUrl.js';
@@ -84,6 +84,7 @@ export class RepositoryService {
     // With a credential for a host whose API we know, the platform describes the repository (and may get its hook).
     const platform = auth ? this.platforms.forHost(provider, parsed.host, auth.password) : null;
     const info = platform ? await this.describe(platform, parsed.name) : null;
+    if (info) this.refuseOversized(provider, parsed.name, info);
 
     const remote = await new PlainGitPlatform(parsed.url, { timeoutMs: Math.min(this.git.exchangeTimeoutMs, 60_000), ...(auth ? { auth } : {}) }).remote().catch((error: unknown) => {
       if (error instanceof GitError && (error.failure === 'auth' || error.failure === 'not-found')) {
@@ -150,6 +151,20 @@ export class RepositoryService {
       this.logger.warn({ name, err: error.message }, 'the platform API could not describe the repository; using the git ref listing');
       return null;
     }
+  }
+
+  /**
+   * REPOLENS_MAX_REPO_BYTES at add time, when the platform reports the size (GitHub's `size`,
+   * GitLab's statistics): a repository its platform already says is too big would only fail
+   * every sync. Without a reported size, the sync's transfer is what stops at the limit.
+   */
+  private refuseOversized(provider: Provider, name: string, info: RepositoryInfo): void {
+    const limit = this.config.maxRepoBytes;
+    if (limit === undefined || info.sizeBytes <= limit) return;
+    const platformName = provider === 'GITLAB' ? 'GitLab' : 'GitHub';
+    throw new BadUserInputError(
+      `${name} is larger than REPOLENS_MAX_REPO_BYTES (${platformName} reports ${formatBytes(info.sizeBytes)}; the limit is ${formatBytes(limit)})`,
+    );
   }
 
   /**

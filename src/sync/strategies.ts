@@ -3,7 +3,7 @@ import type { GitPlatform } from '../providers/platform.js';
 import { DeltaUnavailable, shallowCommits, writeDeltaObjects } from './delta.js';
 import { fetchPack } from './packFetch.js';
 import { speaksProtocolV2 } from './remote.js';
-import { GitError, parseReceivedBytes, parseUpdatedFiles, type Git, type GitAuth, type GitProgress } from './git.js';
+import { formatBytes, GitError, parseReceivedBytes, parseUpdatedFiles, type Git, type GitAuth, type GitProgress } from './git.js';
 
 export interface StrategyInput {
   repositoryId: string;
@@ -45,7 +45,34 @@ export interface Strategies {
   delta(input: StrategyInput, source: DeltaSource): Promise<StrategyResult>;
 }
 
-export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
+export interface StrategyOptions {
+  /** REPOLENS_MAX_REPO_BYTES: a transfer that takes the repository past this many bytes is stopped (undefined: no limit). */
+  maxRepoBytes?: number | undefined;
+}
+
+/** A sync stopped at REPOLENS_MAX_REPO_BYTES: not a problem of the copy (no re-clone), and its message is the run's error. */
+export class RepositoryTooLarge extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RepositoryTooLarge';
+  }
+}
+
+/** REPOLENS_MAX_REPO_BYTES applied to one transfer (sizeLimit). */
+interface SizeLimit {
+  /** The strategy input whose transfers stop at the limit: its signal is aborted then. */
+  input: StrategyInput;
+  /** Bytes the transfer has received so far; past the limit, it is stopped. */
+  received(bytes: number): void;
+  /** Measures the copy again: what a transfer wrote without saying how much. */
+  measure(): Promise<void>;
+  /** The transfer's total, once it is done (git says how much it got only every second): past the limit, throws the refusal. */
+  finished(bytes: number): void;
+  /** What a failed transfer throws: the refusal when the limit stopped it, else its own error. */
+  failure(error: unknown): unknown;
+}
+
+export function createStrategies(git: Git, copies: WorkingCopies, options: StrategyOptions = {}): Strategies {
   const remoteOptions = (input: StrategyInput) => ({
     url: input.url,
     signal: input.signal,
@@ -67,7 +94,9 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
 
   return {
     /** Fresh clone beside the current copy, swapped in only when complete. */
-    async full(input) {
+    async full(original) {
+      const limit = await sizeLimit(original, null, 'received');
+      const input = limit.input;
       const temporary = copies.newTemporaryPath(input.repositoryId);
       try {
         const branchArgs = input.branch ? ['--branch', input.branch] : [];
@@ -75,6 +104,7 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
           ['clone', '--progress', '--no-tags', '--single-branch', ...branchArgs, '--', input.url, temporary],
           remoteOptions(input),
         );
+        limit.finished(parseReceivedBytes(stderr));
         // Read from the clone's files: two git processes fewer per clone.
         const cloned = await copies.headOf(temporary);
         const head = cloned?.sha ?? (await git.run(['rev-parse', 'HEAD'], { cwd: temporary, signal: input.signal })).stdout.trim();
@@ -90,7 +120,7 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
         return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
       } catch (error) {
         await copies.discard(temporary);
-        throw error;
+        throw limit.failure(error);
       }
     },
 
@@ -100,32 +130,45 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
      * stays until the tree is complete, so a kill in between leaves a copy that
      * the next run repairs.
      */
-    async incremental(input) {
-      const { branch, remoteSha } = input;
+    async incremental(original) {
+      const { branch, remoteSha } = original;
       if (!branch || !remoteSha) throw new Error('an incremental sync needs the head the CHECK saw');
-      const cwd = copies.pathOf(input.repositoryId);
-      if (input.repair) await copies.removeStaleLocks(input.repositoryId);
+      const cwd = copies.pathOf(original.repositoryId);
+      if (original.repair) await copies.removeStaleLocks(original.repositoryId);
+      const limit = await sizeLimit(original, cwd, 'the fetch received');
+      const input = limit.input;
       let head = remoteSha;
       let bytesReceived: number | null = null;
-      if (speaksProtocolV2(input.url)) {
-        const haves = [...new Set([input.localHead, input.fromSha])].filter((sha): sha is string => sha !== null);
-        try {
-          ({ bytesReceived } = await fetchPack(git, input.url, {
-            cwd,
-            want: remoteSha,
-            haves,
-            shallows: await shallowCommits(cwd),
-            signal: input.signal,
-            onProgress: input.onTransferProgress,
-            ...(input.auth ? { auth: input.auth } : {}),
-          }));
-          await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
-        } catch (error) {
-          // A server that refuses (or garbles) this fetch still gets git's own below.
-          if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
+      try {
+        if (speaksProtocolV2(input.url)) {
+          const haves = [...new Set([input.localHead, input.fromSha])].filter((sha): sha is string => sha !== null);
+          try {
+            ({ bytesReceived } = await fetchPack(git, input.url, {
+              cwd,
+              want: remoteSha,
+              haves,
+              shallows: await shallowCommits(cwd),
+              signal: input.signal,
+              onProgress: input.onTransferProgress,
+              // Counted before each piece reaches the copy: a refused pack is never complete in it.
+              onReceived: limit.received,
+              ...(input.auth ? { auth: input.auth } : {}),
+            }));
+            await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
+          } catch (error) {
+            // A server that refuses (or garbles) this fetch still gets git's own below.
+            if (!(error instanceof GitError) || error.failure !== 'failed' || input.signal.aborted) throw error;
+          }
         }
+        if (bytesReceived === null) {
+          ({ head, bytesReceived } = await unlocked(input, () => gitFetch(input, cwd, branch, remoteSha)));
+          // A fetch of fewer objects than fetch.unpackLimit is stored loose, and git prints no byte count for it.
+          await limit.measure();
+        }
+        limit.finished(bytesReceived);
+      } catch (error) {
+        throw limit.failure(error);
       }
-      if (bytesReceived === null) ({ head, bytesReceived } = await unlocked(input, () => gitFetch(input, cwd, branch, remoteSha)));
       await input.onApply();
       const filesChanged = await checkOut(input, cwd, branch, head);
       return { head, branch, filesChanged, bytesReceived };
@@ -136,10 +179,12 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
      * checkout as an incremental sync. Only a healthy copy at the last synced
      * commit qualifies: the comparison starts from it.
      */
-    async delta(input, source) {
-      const { branch, remoteSha, fromSha } = input;
+    async delta(original, source) {
+      const { branch, remoteSha, fromSha } = original;
       if (!branch || !remoteSha || !fromSha) throw new Error('a DELTA needs the synced commit and the head the CHECK saw');
-      const cwd = copies.pathOf(input.repositoryId);
+      const cwd = copies.pathOf(original.repositoryId);
+      const limit = await sizeLimit(original, cwd, "the platform's API sent");
+      const input = limit.input;
       const objects = await writeDeltaObjects(git, {
         ...source,
         cwd,
@@ -147,17 +192,72 @@ export function createStrategies(git: Git, copies: WorkingCopies): Strategies {
         head: remoteSha,
         signal: input.signal,
         onProgress: (done, total) => input.onTransferProgress({ stage: 'Downloading files', fraction: total ? done / total : 1 }),
+        onReceived: limit.received,
       }).catch((error: unknown) => {
         // git refusing what the API described (a path its checks reject) is one more inconsistency.
         if (error instanceof GitError && !input.signal.aborted) throw new DeltaUnavailable(error.message);
-        throw error;
+        // Not a DeltaUnavailable when the limit stopped it: a git fetch would only pass the limit too.
+        throw limit.failure(error);
       });
+      limit.finished(objects.bytesReceived);
       await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
       await input.onApply();
       await checkOut(input, cwd, branch, remoteSha);
       return { head: remoteSha, branch, filesChanged: objects.filesChanged, bytesReceived: objects.bytesReceived };
     },
   };
+
+  /**
+   * REPOLENS_MAX_REPO_BYTES for one transfer: the bytes of the objects the copy
+   * at `cwd` holds (none for a clone) plus those received (`receiving` names
+   * them in the refusal). Passing the limit
+   * aborts the transfer's signal, so git is killed or the request cut at once,
+   * and the strategy fails with the refusal rather than the cancellation it
+   * caused. Without a limit the input is used as it is and nothing is measured.
+   */
+  async function sizeLimit(input: StrategyInput, cwd: string | null, receiving: string): Promise<SizeLimit> {
+    const limit = options.maxRepoBytes;
+    if (limit === undefined) return { input, received: () => undefined, measure: async () => undefined, finished: () => undefined, failure: (error) => error };
+    const held = cwd === null ? 0 : await objectBytes(cwd, input.signal);
+    const refusal = (bytes: number) => {
+      const copy = cwd === null ? null : `the working copy holds ${formatBytes(held)}`;
+      const transfer = bytes > 0 && held < limit ? `${receiving} more than ${formatBytes(limit - held)}` : null;
+      const what = [copy, transfer].filter(Boolean).join(' and ');
+      return new RepositoryTooLarge(`repository is larger than REPOLENS_MAX_REPO_BYTES (${what}; the limit is ${formatBytes(limit)})`);
+    };
+    if (held > limit) throw refusal(0);
+    const stop = new AbortController();
+    const received = (bytes: number) => {
+      if (held + bytes > limit && !stop.signal.aborted) stop.abort(refusal(bytes));
+    };
+    return {
+      input: {
+        ...input,
+        signal: AbortSignal.any([input.signal, stop.signal]),
+        onTransferProgress: (progress) => {
+          if (progress.bytes !== undefined) received(progress.bytes);
+          input.onTransferProgress(progress);
+        },
+      },
+      received,
+      async measure() {
+        if (cwd !== null) received((await objectBytes(cwd, input.signal)) - held);
+      },
+      finished(bytes) {
+        received(bytes);
+        if (stop.signal.aborted) throw stop.signal.reason;
+      },
+      // A cancelled run stays cancelled, whatever the limit did meanwhile.
+      failure: (error) => (stop.signal.aborted && !input.signal.aborted ? stop.signal.reason : error),
+    };
+  }
+
+  /** Bytes of the copy's objects, loose and packed (`git count-objects -v` counts KiB): what a fetch adds to. */
+  async function objectBytes(cwd: string, signal: AbortSignal): Promise<number> {
+    const { stdout } = await git.run(['count-objects', '-v'], { cwd, signal });
+    const kib = (field: string) => Number(new RegExp(`^${field}: (\\d+)$`, 'm').exec(stdout)?.[1] ?? 0);
+    return (kib('size') + kib('size-pack')) * 1024;
+  }
 
   /**
    * Moves the branch and the work tree to `head`, whose objects are in the
