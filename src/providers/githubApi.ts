@@ -1,7 +1,7 @@
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/core';
 import type { Logger } from 'pino';
-import { countingFetch, isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner, type TreeEntry } from './platform.js';
+import { countingFetch, isTimeout, PlatformError, withoutCallSecrets, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner, type TreeEntry } from './platform.js';
 
 /** GitHub lists at most this many files in a comparison. */
 const compareFileLimit = 300;
@@ -216,7 +216,7 @@ export class GithubApi implements GitPlatform {
     try {
       return await send({ ...(options.signal ? { signal: options.signal } : {}), ...(options.onReceived ? { fetch: countingFetch(this.fetch, options.onReceived) } : {}) });
     } catch (error) {
-      throw platformError(`GitHub API, ${what}`, error);
+      throw withoutCallSecrets(platformError(`GitHub API, ${what}`, error), [this.options.token]);
     }
   }
 }

@@ -2,7 +2,7 @@ import { Branches, PersonalAccessTokens, ProjectHooks, Projects, Repositories, R
 import { createRequesterFn, type FormattedResponse, type ResponseBodyTypes } from '@gitbeaker/requester-utils';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { countingFetch, isTimeout, PlatformError, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
+import { countingFetch, isTimeout, PlatformError, withoutCallSecrets, withTimeout, type BranchHead, type CallOptions, type CommitDescription, type Comparison, type FileChange, type FileContent, type GitPlatform, type RepositoryInfo, type TokenOwner } from './platform.js';
 
 export interface GitlabApiOptions {
   /** GITLAB_URL: https://gitlab.com or a self-hosted instance (the API is under /api/v4). */
@@ -155,7 +155,7 @@ export class GitlabApi implements GitPlatform {
     try {
       return await send(config);
     } catch (error) {
-      throw gitlabError(`GitLab API, ${what}`, error);
+      throw withoutCallSecrets(gitlabError(`GitLab API, ${what}`, error), [this.options.token]);
     }
   }
 

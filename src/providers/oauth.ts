@@ -6,6 +6,7 @@ import type { Credential, Provider } from '../generated/prisma/client.js';
 import { encodeGlobalId } from '../schema/globalId.js';
 import type { Prisma } from '../storage/database.js';
 import type { SecretBox } from '../storage/secrets.js';
+import { withoutSecrets } from '../sync/redact.js';
 import { PlatformError, withTimeout } from './platform.js';
 import type { Platforms } from './platforms.js';
 
@@ -205,7 +206,9 @@ export class OAuthService {
     }
     // GitHub answers errors with 200 and an `error` field; GitLab with 400/401.
     if (!response.ok || typeof parsed.error === 'string' || typeof parsed.access_token !== 'string') {
-      const reason = typeof parsed.error === 'string' ? parsed.error : `HTTP ${response.status}`;
+      // The endpoint's `error` is a code; one that repeats what it was sent (the code, a refresh token) loses it here.
+      const sent = Object.entries(grant).filter(([name]) => name !== 'grant_type').map(([, value]) => value);
+      const reason = typeof parsed.error === 'string' ? withoutSecrets(parsed.error, [...sent, app.clientSecret]) : `HTTP ${response.status}`;
       throw new PlatformError(`the token endpoint refused the grant (${reason})`, 'auth', response.status);
     }
     const expiresIn = Number(parsed.expires_in);

@@ -1,4 +1,5 @@
 import type { Provider } from '../generated/prisma/client.js';
+import { withoutSecrets } from '../sync/redact.js';
 
 /**
  * What the sync service asks a hosting platform: GitHub's and GitLab's REST
@@ -144,6 +145,15 @@ export class PlatformError extends Error {
     super(message);
     this.name = 'PlatformError';
   }
+}
+
+/**
+ * `error` with the secrets of the call (its token) cut out of its message: the message quotes the
+ * API's answer, and an API (or a proxy before it) may repeat the token it refused.
+ */
+export function withoutCallSecrets(error: PlatformError, secrets: (string | null | undefined)[]): PlatformError {
+  const message = withoutSecrets(error.message, secrets);
+  return message === error.message ? error : new PlatformError(message, error.failure, error.status);
 }
 
 /** `signal` (the caller's, if any) joined with a time limit of its own. */

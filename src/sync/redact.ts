@@ -20,11 +20,21 @@ const userinfoPattern = /([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'<>]*@/gi;
 const authorizationPattern = /(authorization:\s*(?:basic|bearer|token)\s+)[^\s"']+/gi;
 
 export function redactSecrets(text: string): string {
-  let result = text.replace(userinfoPattern, '$1***@').replace(authorizationPattern, '$1***');
-  for (const secret of activeSecrets.keys()) {
-    if (result.includes(secret)) result = result.split(secret).join('***');
-    const encoded = Buffer.from(secret).toString('base64');
-    if (result.includes(encoded)) result = result.split(encoded).join('***');
+  const result = text.replace(userinfoPattern, '$1***@').replace(authorizationPattern, '$1***');
+  return activeSecrets.size ? withoutSecrets(result, activeSecrets.keys()) : result;
+}
+
+/**
+ * `text` without these secrets: as they are, base64-encoded (a Basic header) or URL-encoded. For
+ * messages built from what a remote answered, which may repeat the credential it refused.
+ */
+export function withoutSecrets(text: string, secrets: Iterable<string | null | undefined>): string {
+  let result = text;
+  for (const secret of secrets) {
+    if (!secret || secret.length < 4) continue;
+    for (const form of new Set([secret, Buffer.from(secret).toString('base64'), encodeURIComponent(secret)])) {
+      if (result.includes(form)) result = result.split(form).join('***');
+    }
   }
   return result;
 }
