@@ -179,12 +179,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     evictor.request();
     sweepStray();
   }, 60_000).unref();
-  // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over.
+  // Another instance on the same database may stop uncleanly while this one runs: its runs are taken over. So
+  // are this instance's own runs whose end the database missed (engine.requeueAbandoned).
   const sweep =
     db.kind === 'postgresql' && config.orphanSweepMs > 0
       ? setInterval(() => {
           void recover(db, runQueue, lease, logger)
-            .then((recovered) => (recovered ? engine.resumeQueued() : 0))
+            .then(() => engine.requeueAbandoned())
             .catch((error: unknown) => logger.error({ err: error }, 'orphaned-run sweep failed'));
         }, config.orphanSweepMs).unref()
       : undefined;

@@ -5,7 +5,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { tokenRequiredMessage } from './errors.js';
-import type { Database } from './storage/database.js';
+import { isDatabaseUnavailable, type Database } from './storage/database.js';
 import type { Metrics } from './metrics.js';
 import { schema } from './schema/index.js';
 import type { GraphQLContext, Services } from './schema/context.js';
@@ -35,6 +35,8 @@ const maxWebhookBytes = 25 * 1024 * 1024;
 
 /** How long the rest of a refused body is read and dropped before the connection is cut. */
 const lingerMs = 1_000;
+/** Retry-After of a 503 while the database is unreachable. */
+const unavailableRetrySeconds = 5;
 
 /**
  * 413 (or 411), then the connection is closed rather than the rest of a huge
@@ -163,6 +165,13 @@ export function createHttpServer(deps: ServerDependencies): HttpServer {
       }
       send(res, 404, { error: 'not found' });
     } catch (error) {
+      if (isDatabaseUnavailable(error)) {
+        // Nothing was stored: the sender (a webhook's provider, a client) is told to try again.
+        logger.warn({ err: (error as Error).message, path }, 'request refused: the database is unreachable');
+        if (res.headersSent) return void res.destroy();
+        res.setHeader('Retry-After', String(unavailableRetrySeconds));
+        return send(res, 503, { error: 'the database is unreachable; nothing was stored, try again shortly' });
+      }
       logger.error({ err: error, path }, 'request failed');
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
       else res.destroy();

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import { createUpstream, type Upstream } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { craftTar, craftTarGz, gzipZeros, paxBody, type CraftEntry } from './support/tarCraft.js';
 import { githubSignature } from './support/webhooks.js';
+import { expectSectionCurrent, writeSection, writingReport } from './support/reliabilityReport.js';
 
 // Issue 7 items 2 and 6 (adversarial half), SPEC §3 and §6 "Bad input gets a
 // clear error and changes nothing": bad inputs at every entry point, each
@@ -27,8 +28,6 @@ import { githubSignature } from './support/webhooks.js';
 // last test checks that the committed one is current).
 
 const execFileAsync = promisify(execFile);
-const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const reportPath = path.join(repoRoot, 'docs', 'reliability.md');
 const SECTION = '## Adversarial inputs';
 
 type EntryPoint = 'addRepository URL' | 'GraphQL' | 'Webhooks' | 'Snapshot archive' | 'Repository content';
@@ -285,11 +284,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  if (process.env.REPOLENS_WRITE_RELIABILITY_REPORT === '1' && records.length > 0) {
-    await mkdir(path.dirname(reportPath), { recursive: true });
-    const existing = existsSync(reportPath) ? await readFile(reportPath, 'utf8') : '# Reliability\n';
-    await writeFile(reportPath, replaceSection(existing, renderSection(records)));
-  }
+  if (writingReport && records.length > 0) await writeSection(SECTION, renderSection(records));
   await Promise.all([app?.close(), strict?.close()]);
   await gitServer?.close();
   if (sandbox) await rm(sandbox, { recursive: true, force: true });
@@ -1371,22 +1366,6 @@ function renderSection(rows: CaseRecord[]): string {
   return lines.join('\n');
 }
 
-/** The document with its adversarial section replaced (or appended); other sections stay as they are. */
-function replaceSection(document: string, section: string): string {
-  const start = document.indexOf(`${SECTION}\n`);
-  if (start === -1) return `${document.trimEnd()}\n\n${section}`;
-  const next = document.slice(start + SECTION.length).search(/\n## /);
-  const end = next === -1 ? document.length : start + SECTION.length + next + 1;
-  return `${document.slice(0, start)}${section}${end < document.length ? '\n' : ''}${document.slice(end)}`.replace(/\n{3,}$/, '\n\n');
-}
-
-function currentSection(document: string): string | null {
-  const start = document.indexOf(`${SECTION}\n`);
-  if (start === -1) return null;
-  const next = document.slice(start + SECTION.length).search(/\n## /);
-  return (next === -1 ? document.slice(start) : document.slice(start, start + SECTION.length + next + 1)).trimEnd();
-}
-
 describe('the checks themselves can fail', () => {
   it('the state snapshot sees a new row and a new folder; the liveness check sees a refused query', async () => {
     const before = await stateOf(strict);
@@ -1402,11 +1381,10 @@ describe('the checks themselves can fail', () => {
 });
 
 describe('report', () => {
-  it.skipIf(process.env.REPOLENS_WRITE_RELIABILITY_REPORT === '1')('docs/reliability.md "Adversarial inputs" is what this run produced', async () => {
+  it.skipIf(writingReport)('docs/reliability.md "Adversarial inputs" is what this run produced', async () => {
     const expectedCases = urlCases.length + gqlCases.length + hookCases.length + archiveCases.length + contentCases.length;
     expect(records.length, 'run the whole file: every case records a row').toBe(expectedCases);
-    const committed = existsSync(reportPath) ? currentSection(await readFile(reportPath, 'utf8')) : null;
-    expect(committed, 'docs/reliability.md is out of date: run REPOLENS_WRITE_RELIABILITY_REPORT=1 npx vitest run test/adversarial.e2e.test.ts').toBe(renderSection(records).trimEnd());
+    await expectSectionCurrent(SECTION, renderSection(records), 'npx vitest run test/adversarial.e2e.test.ts');
   });
 
   it('at least 60 bad inputs across every entry point', () => {

@@ -28,6 +28,25 @@ export interface Database {
 
 export class DatabaseLockedError extends Error {}
 
+/** Socket errors and PostgreSQL's connection-class (08) and shutdown (57P01–57P03) codes. */
+const unreachableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', '57P01', '57P02', '57P03']);
+const unreachableMessages =
+  /Can't reach database server|Server has closed the connection|Connection terminated|connection is closed|Client has encountered a connection error|terminating connection due to administrator command|Code: `(08[0-9A-Z]{3}|57P0[123])`/i;
+
+/**
+ * Whether `error` (or one of its causes) says the database could not be
+ * reached, rather than that a statement was wrong: the server answers 503
+ * with Retry-After then, so that a sender tries again instead of giving up.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && (unreachableCodes.has(code) || code.startsWith('08'))) return true;
+    if (unreachableMessages.test(current.message)) return true;
+  }
+  return false;
+}
+
 export const embeddedSharedBuffers = '32MB';
 
 export interface InstanceLease {

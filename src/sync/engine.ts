@@ -44,7 +44,9 @@ export class SyncEngine {
   private readonly hosts = new Map<string, PQueue>();
   private readonly scheduled = new Set<string>();
   private readonly active = new Map<string, ActiveRun>();
-  private readonly claiming = new Set<Promise<unknown>>();
+  /** Claims under way, by run id. */
+  private readonly claiming = new Map<string, Promise<unknown>>();
+  private abandonedRetry: NodeJS.Timeout | undefined;
   private accepting = true;
   private notices: AsyncIterator<RunQueuedNotice> | undefined;
 
@@ -125,7 +127,11 @@ export class SyncEngine {
         priority: run.priority,
         id: run.id,
       })
-      .catch((error: unknown) => this.deps.logger.error({ err: error, runId: run.id }, 'sync task crashed'))
+      .catch((error: unknown) => {
+        this.deps.logger.error({ err: error, runId: run.id }, 'sync task crashed');
+        // Most likely the database went away mid-claim or as the run ended: its row is put right once it is back.
+        this.retryAbandoned();
+      })
       .finally(() => this.scheduled.delete(run.id));
     this.updateQueueGauge();
   }
@@ -145,6 +151,37 @@ export class SyncEngine {
       if (host) this.schedule(run, host);
     }
     return queued.length;
+  }
+
+  /**
+   * Runs this instance holds RUNNING in the database but no longer executes
+   * go back to the queue, and every queued run it owns is scheduled again.
+   * That happens when the database was unreachable as a run was claimed or
+   * ended: the row kept the claim, and as this instance is alive no other
+   * sweep would ever take it. Returns how many runs were re-queued.
+   */
+  async requeueAbandoned(): Promise<number> {
+    const held = await this.deps.prisma.syncRun.findMany({
+      where: { activeSlot: 'RUNNING', claimedBy: this.options.instanceId },
+      select: { id: true, repositoryId: true },
+    });
+    let requeued = 0;
+    for (const run of held) {
+      if (this.active.get(run.repositoryId)?.runId === run.id || this.claiming.has(run.id)) continue;
+      if (await this.runQueue.requeue(run.id, 'interrupted: its end could not be recorded; queued again', this.options.instanceId)) requeued++;
+    }
+    if (requeued) this.deps.logger.warn({ requeuedRuns: requeued }, 'runs whose end could not be recorded were queued again');
+    await this.resumeQueued();
+    return requeued;
+  }
+
+  /** requeueAbandoned() soon, and again with backoff while the database is still away. */
+  private retryAbandoned(delayMs = 1_000): void {
+    if (this.abandonedRetry || !this.accepting) return;
+    this.abandonedRetry = setTimeout(() => {
+      this.abandonedRetry = undefined;
+      this.requeueAbandoned().catch(() => this.retryAbandoned(Math.min(delayMs * 2, 30_000)));
+    }, delayMs).unref();
   }
 
   /** Stops and forgets a repository's runs (removeRepository). */
@@ -174,7 +211,8 @@ export class SyncEngine {
     this.global.clear();
     for (const queue of this.hosts.values()) queue.clear();
     // A claim that was under way when intake stopped is put back in the queue (execute()).
-    await Promise.allSettled([...this.claiming]);
+    clearTimeout(this.abandonedRetry);
+    await Promise.allSettled([...this.claiming.values()]);
     const running = [...this.active.values()];
     const allDone = Promise.all(running.map((run) => run.done));
     const timedOut = await Promise.race([
@@ -209,8 +247,8 @@ export class SyncEngine {
       }
       return run;
     })();
-    this.claiming.add(claiming);
-    const claimed = await claiming.finally(() => this.claiming.delete(claiming));
+    this.claiming.set(runId, claiming);
+    const claimed = await claiming.finally(() => this.claiming.delete(runId));
     // Not claimable: another run of this repository is running; it re-schedules this one when it ends.
     if (!claimed) return;
     const abort = new AbortController();

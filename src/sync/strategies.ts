@@ -1,3 +1,5 @@
+import { statfs } from 'node:fs/promises';
+import path from 'node:path';
 import type { WorkingCopies } from '../storage/workingCopies.js';
 import type { GitPlatform } from '../providers/platform.js';
 import { DeltaUnavailable, shallowCommits, writeDeltaObjects } from './delta.js';
@@ -72,6 +74,24 @@ interface SizeLimit {
   failure(error: unknown): unknown;
 }
 
+/** Free bytes below which a failed write is put down to a full disk. */
+const diskFullBytes = 1024 * 1024;
+
+/**
+ * A git that ran out of disk often says only "unable to write file" or
+ * "invalid index-pack output": when the filesystem holding `folder` is (all
+ * but) full as git fails, the error says so, in the words the OS uses.
+ */
+async function diskFullExplained(error: unknown, folder: string): Promise<unknown> {
+  if (!(error instanceof GitError) || /No space left on device|Out of diskspace/i.test(error.message)) return error;
+  const free = await statfs(path.dirname(folder)).then(
+    (stats) => stats.bavail * stats.bsize,
+    () => null,
+  );
+  if (free === null || free >= diskFullBytes) return error;
+  return new GitError(error.failure, `${error.message} (No space left on device: ${formatBytes(free)} free on the disk that holds the working copies)`);
+}
+
 export function createStrategies(git: Git, copies: WorkingCopies, options: StrategyOptions = {}): Strategies {
   const remoteOptions = (input: StrategyInput) => ({
     url: input.url,
@@ -119,8 +139,10 @@ export function createStrategies(git: Git, copies: WorkingCopies, options: Strat
         await copies.swapIn(input.repositoryId, temporary);
         return { head, branch, filesChanged, bytesReceived: parseReceivedBytes(stderr) };
       } catch (error) {
+        // Before the discard frees the space the clone took.
+        const explained = await diskFullExplained(error, copies.pathOf(input.repositoryId));
         await copies.discard(temporary);
-        throw limit.failure(error);
+        throw limit.failure(explained);
       }
     },
 
@@ -167,10 +189,12 @@ export function createStrategies(git: Git, copies: WorkingCopies, options: Strat
         }
         limit.finished(bytesReceived);
       } catch (error) {
-        throw limit.failure(error);
+        throw limit.failure(await diskFullExplained(error, cwd));
       }
       await input.onApply();
-      const filesChanged = await checkOut(input, cwd, branch, head);
+      const filesChanged = await checkOut(input, cwd, branch, head).catch(async (error: unknown) => {
+        throw await diskFullExplained(error, cwd);
+      });
       return { head, branch, filesChanged, bytesReceived };
     },
 
@@ -202,7 +226,9 @@ export function createStrategies(git: Git, copies: WorkingCopies, options: Strat
       limit.finished(objects.bytesReceived);
       await copies.setTrackingRef(input.repositoryId, branch, remoteSha);
       await input.onApply();
-      await checkOut(input, cwd, branch, remoteSha);
+      await checkOut(input, cwd, branch, remoteSha).catch(async (error: unknown) => {
+        throw await diskFullExplained(error, cwd);
+      });
       return { head: remoteSha, branch, filesChanged: objects.filesChanged, bytesReceived: objects.bytesReceived };
     },
   };
@@ -266,13 +292,29 @@ export function createStrategies(git: Git, copies: WorkingCopies, options: Strat
    */
   async function checkOut(input: StrategyInput, cwd: string, branch: string, head: string): Promise<number> {
     await copies.markSyncing(input.repositoryId);
-    const checkout = await unlocked(input, () => git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal }));
+    const checkout = await unlocked(input, () => git.run(['checkout', '--force', '--progress', '-B', branch, head], { cwd, signal: input.signal })).catch(
+      async (error: unknown) => {
+        // A checkout that failed part-way (a full disk) leaves files of both commits, while HEAD still names the old
+        // one: the tree goes back to it (the partial files first, which frees the space), so the copy is the last
+        // good one again. Killed or cut short, the syncing marker stays and the next run repairs the copy.
+        if (!input.signal.aborted) await restoreWorkTree(input.repositoryId, cwd).catch(() => undefined);
+        throw error;
+      },
+    );
     if (input.repair) await git.run(['clean', '-ffdq'], { cwd, signal: input.signal });
     // The checkout's count is the upstream change, unless it also repaired local damage.
     const filesChanged =
       (input.repair || input.fromSha === head ? null : parseUpdatedFiles(checkout.stderr)) ?? (await countChanges(cwd, input.fromSha, head, input.signal));
     await copies.clearSyncing(input.repositoryId);
     return filesChanged;
+  }
+
+  /** The work tree and index back at the commit HEAD names, nothing untracked; the syncing marker goes. */
+  async function restoreWorkTree(repositoryId: string, cwd: string): Promise<void> {
+    await copies.removeStaleLocks(repositoryId);
+    await git.run(['clean', '-ffdq'], { cwd });
+    await git.run(['reset', '--hard', '--quiet', 'HEAD'], { cwd });
+    await copies.clearSyncing(repositoryId);
   }
 
   /**
