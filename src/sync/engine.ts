@@ -248,13 +248,21 @@ export class SyncEngine {
       return run;
     })();
     this.claiming.set(runId, claiming);
-    const claimed = await claiming.finally(() => this.claiming.delete(runId));
+    const claimed = await claiming.catch((error: unknown) => {
+      this.claiming.delete(runId);
+      throw error;
+    });
     // Not claimable: another run of this repository is running; it re-schedules this one when it ends.
-    if (!claimed) return;
+    if (!claimed) {
+      this.claiming.delete(runId);
+      return;
+    }
     const abort = new AbortController();
     let finish!: () => void;
     const done = new Promise<void>((resolve) => (finish = resolve));
     this.active.set(repositoryId, { runId, abort, done });
+    // Only now that it is active: requeueAbandoned never finds a claimed run in neither place.
+    this.claiming.delete(runId);
     this.updateQueueGauge();
     const stopTimer = this.metrics.runDuration.startTimer({ trigger: claimed.run.trigger });
     let outcome: RunOutcome = 'FAILED';
