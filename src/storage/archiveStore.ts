@@ -6,10 +6,12 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -208,6 +210,7 @@ export class S3ArchiveStore implements ArchiveStore {
         // (An abort before the call fires no event.)
         options.signal?.throwIfAborted();
         await upload.done();
+        await this.abortStaleUploads(key);
       } catch (error) {
         // Whatever still writes into the body learns that nobody reads it any more.
         body.destroy();
@@ -217,6 +220,20 @@ export class S3ArchiveStore implements ArchiveStore {
       }
       return { bytes };
     });
+  }
+
+  /**
+   * Multipart uploads of `key` still open once one has completed are aborted: one run of a
+   * repository archives at a time across instances, so an open one was left by a process killed
+   * mid-upload, and S3 would keep (and bill) its parts until a lifecycle rule removed them. A
+   * policy without s3:ListBucketMultipartUploads only skips this.
+   */
+  private async abortStaleUploads(key: string): Promise<void> {
+    const listed = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key })).catch(() => null);
+    for (const stale of listed?.Uploads ?? []) {
+      if (stale.Key !== key || !stale.UploadId) continue;
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: stale.UploadId })).catch(() => undefined);
+    }
   }
 
   async head(key: string): Promise<{ bytes: number } | null> {
