@@ -51,7 +51,7 @@ export function renderSummary(document: string): string {
   let survived = 0;
   let lost = 0;
   const sections: string[] = [];
-  for (const match of document.matchAll(/^## (Faults: [^\n]+)\n[\s\S]*?^\*\*(\d+) faults injected, (\d+) survived, (\d+) data lost\*\*/gm)) {
+  for (const match of document.matchAll(/^## (Faults: [^\n]+)\n[\s\S]*?^\*\*(\d+) faults? injected, (\d+) survived, (\d+) data lost\*\*/gm)) {
     sections.push(match[1]!);
     faults += Number(match[2]);
     survived += Number(match[3]);
@@ -161,7 +161,7 @@ export function faultSuite(options: { name: string; file: string; intro: string[
       'same run fails when this section is out of date).',
       ...options.intro,
       '',
-      `**${records.length} faults injected, ${survived} survived, ${lost} data lost**`,
+      `**${records.length} ${records.length === 1 ? 'fault' : 'faults'} injected, ${survived} survived, ${lost} data lost**`,
       '',
       '| # | Scenario | Fault | Checked afterwards | Result |',
       '| ---: | --- | --- | --- | --- |',
