@@ -18,6 +18,7 @@ import { faultSuite } from './support/reliabilityReport.js';
 import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
 import { deliver, githubHeaders, loadFixture, retarget } from './support/webhooks.js';
 import { exists, waitFor } from './support/wait.js';
+import { expectIntactCopy } from './support/workingCopy.js';
 
 // The fault suite (issue 7 item 1) beside test/recovery.e2e.test.ts (the
 // process killed) and test/indexing-recovery.e2e.test.ts: what the service's
@@ -128,16 +129,6 @@ async function repositoryRow(db: pg.Client, repositoryId: string): Promise<Repos
 
 function copyOf(w: World, repositoryId: string): string {
   return path.join(w.dataDir, 'repos', repositoryId);
-}
-
-/** The working copy is a valid clone whose checked-out HEAD is `sha` and whose tree is clean. */
-async function expectIntactCopy(copy: string, sha: string): Promise<void> {
-  expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(sha);
-  // --no-optional-locks: status must not write the index (the disk may be full).
-  expect(await git(['--no-optional-locks', 'status', '--porcelain', '--untracked-files=all'], { cwd: copy })).toBe('');
-  // Throws (rejects) on any missing or corrupt object.
-  await git(['fsck', '--full', '--no-progress'], { cwd: copy });
-  expect(await exists(path.join(copy, '.git', 'repolens-syncing'))).toBe(false);
 }
 
 /** SYNCED at `sha` with no run left queued or running, and an intact copy there. */

@@ -18,6 +18,7 @@ import { deliver, githubHeaders, loadFixture, retarget } from './support/webhook
 import { killAllServers, startServer, type ServerProcess } from './support/serverProcess.js';
 import { startTrickleProxy } from './support/trickleProxy.js';
 import { exists, waitFor } from './support/wait.js';
+import { expectIntactCopy } from './support/workingCopy.js';
 
 /** Slow enough that a transfer of the big file below takes many seconds. */
 const trickle = { kind: 'trickle', bytesPerSecond: 16 * 1024 } as const;
@@ -135,15 +136,6 @@ async function waitForIdle(db: pg.Client, repositoryId: string): Promise<RunRow[
 
 async function temporaryEntries(dataDir: string): Promise<string[]> {
   return readdir(path.join(dataDir, 'tmp')).catch(() => []);
-}
-
-/** The working copy is a valid clone whose checked-out HEAD is `sha` and whose tree is clean. */
-async function expectIntactCopy(copy: string, sha: string): Promise<void> {
-  expect(await git(['rev-parse', 'HEAD'], { cwd: copy })).toBe(sha);
-  expect(await git(['status', '--porcelain', '--untracked-files=all'], { cwd: copy })).toBe('');
-  // Throws (rejects) on any missing or corrupt object.
-  await git(['fsck', '--full', '--no-progress'], { cwd: copy });
-  expect(await exists(path.join(copy, '.git', 'repolens-syncing'))).toBe(false);
 }
 
 /**
