@@ -5,7 +5,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { tokenRequiredMessage } from './errors.js';
-import { isDatabaseUnavailable, type Database } from './storage/database.js';
+import { isDatabaseUnavailable, unavailableRetrySeconds, type Database } from './storage/database.js';
 import type { Metrics } from './metrics.js';
 import { schema } from './schema/index.js';
 import type { GraphQLContext, Services } from './schema/context.js';
@@ -35,8 +35,6 @@ const maxWebhookBytes = 25 * 1024 * 1024;
 
 /** How long the rest of a refused body is read and dropped before the connection is cut. */
 const lingerMs = 1_000;
-/** Retry-After of a 503 while the database is unreachable. */
-const unavailableRetrySeconds = 5;
 
 /**
  * 413 (or 411), then the connection is closed rather than the rest of a huge

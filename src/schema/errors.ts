@@ -2,6 +2,7 @@ import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
 import { DomainError, type ErrorCode } from '../errors.js';
+import { isDatabaseUnavailable, unavailableRetrySeconds } from '../storage/database.js';
 import { redactSecrets } from '../sync/redact.js';
 import { LimitError } from './limits.js';
 
@@ -48,6 +49,14 @@ export function createErrorMasker(logger: Logger) {
       const given = error.extensions.code as string | undefined;
       const code = given && (domainCodes as readonly string[]).includes(given) ? given : 'BAD_USER_INPUT';
       return new GraphQLError(withoutInputValues(error.message), { nodes: error.nodes, path, extensions: { ...error.extensions, code } });
+    }
+    if (isDatabaseUnavailable(original)) {
+      // Nothing was read or changed: the client is told to try again, as the webhook route tells senders.
+      logger.warn({ err: (original as Error).message }, 'GraphQL operation refused: the database is unreachable');
+      return new GraphQLError('the database is unreachable; nothing was changed, try again shortly', {
+        path,
+        extensions: { code: 'UNAVAILABLE', http: { status: 503, headers: { 'Retry-After': String(unavailableRetrySeconds) } } },
+      });
     }
     logger.error({ err: original }, 'unexpected error in a GraphQL operation');
     return new GraphQLError('internal error', { path, extensions: { code: 'INTERNAL' } });

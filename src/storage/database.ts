@@ -33,6 +33,9 @@ const unreachableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EP
 const unreachableMessages =
   /Can't reach database server|Server has closed the connection|Connection terminated|connection is closed|Client has encountered a connection error|terminating connection due to administrator command|Code: `(08[0-9A-Z]{3}|57P0[123])`/i;
 
+/** Retry-After (seconds) of the 503 that a request gets while the database is unreachable. */
+export const unavailableRetrySeconds = 5;
+
 /**
  * Whether `error` (or one of its causes) says the database could not be
  * reached, rather than that a statement was wrong: the server answers 503
