@@ -379,7 +379,7 @@ describe('faults around the service', { timeout: 240_000 }, () => {
     'the disk full during a clone and during a fetch (DATA_DIR on a 24 MiB tmpfs)',
     {
       fault: 'DATA_DIR on a 24 MiB tmpfs; a repository whose clone needs about 40 MiB is added, then a synced repository gets a 30 MiB commit',
-      checks: 'both runs fail with an error that says the disk is full ("No space left on device" or git\'s "Out of diskspace"); no temporary clone is left behind; the synced repository\'s copy is intact at its last good commit; the service still answers /readyz, and syncs once the disk is grown',
+      checks: 'both runs fail with an error that says the disk is full ("No space left on device" or git\'s "Out of diskspace"); no temporary clone is left behind, and no re-clone is tried; the synced repository\'s copy is intact at its last good commit; the service still answers /readyz, and syncs once the disk is grown',
     },
     async ({ nothingLost }) => {
       const mountPoint = await mkdtemp(path.join(tmpdir(), 'repolens-full-'));
@@ -409,6 +409,9 @@ describe('faults around the service', { timeout: 240_000 }, () => {
       await client.request(SyncRepositoryDocument, { repositoryId: small!.globalId });
       const smallRow = await waitFor('the fetch to fail', () => repositoryRow(w.db, small!.repositoryId), (row) => row.status === 'FAILED', 120_000);
       expect(smallRow.lastError).toMatch(/No space left on device|Out of diskspace/i);
+      // A full disk is not a broken copy: no re-clone is tried (it could only fill the disk again).
+      const { rows: failedRuns } = await w.db.query<{ strategy: string }>(`SELECT strategy FROM "SyncRun" WHERE "repositoryId" = $1 AND status = 'FAILED'`, [small!.repositoryId]);
+      expect(failedRuns).toEqual([{ strategy: 'INCREMENTAL' }]);
       await nothingLost(() => expectIntactCopy(copyOf(w, small!.repositoryId), good));
       expect(await readiness(w.server!)).toBe(200);
 

@@ -31,7 +31,8 @@ export interface GitCallOptions {
   env?: Record<string, string>;
 }
 
-export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'failed';
+/** disk-full: no space left where git writes (a re-clone would not help). */
+export type GitFailure = 'timeout' | 'aborted' | 'auth' | 'not-found' | 'unreachable' | 'corrupt' | 'disk-full' | 'failed';
 
 /** Process groups of the git commands running now (each git runs in its own group). */
 const runningGroups = new Set<number>();
@@ -131,6 +132,7 @@ function buildEnvironment(options: GitCallOptions): Record<string, string> {
 }
 
 function classify(message: string): GitFailure {
+  if (/No space left on device|Out of diskspace|Disk quota exceeded/i.test(message)) return 'disk-full';
   if (/authentication failed|could not read username|terminal prompts disabled|403|401/i.test(message)) return 'auth';
   if (/repository .* not found|not found|404|couldn't find remote ref|does not appear to be a git repository/i.test(message)) return 'not-found';
   if (/could not resolve host|connection refused|failed to connect|timed out|unable to access|early eof|RPC failed|remote end hung up|5\d\d/i.test(message)) return 'unreachable';

@@ -83,13 +83,13 @@ const diskFullBytes = 1024 * 1024;
  * but) full as git fails, the error says so, in the words the OS uses.
  */
 async function diskFullExplained(error: unknown, folder: string): Promise<unknown> {
-  if (!(error instanceof GitError) || /No space left on device|Out of diskspace/i.test(error.message)) return error;
+  if (!(error instanceof GitError) || error.failure === 'disk-full') return error;
   const free = await statfs(path.dirname(folder)).then(
     (stats) => stats.bavail * stats.bsize,
     () => null,
   );
   if (free === null || free >= diskFullBytes) return error;
-  return new GitError(error.failure, `${error.message} (No space left on device: ${formatBytes(free)} free on the disk that holds the working copies)`);
+  return new GitError('disk-full', `${error.message} (No space left on device: ${formatBytes(free)} free on the disk that holds the working copies)`);
 }
 
 export function createStrategies(git: Git, copies: WorkingCopies, options: StrategyOptions = {}): Strategies {
