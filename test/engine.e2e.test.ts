@@ -15,6 +15,8 @@ import { createUpstream, git } from './support/gitFixtures.js';
 import { startGitServer, type GitServer } from './support/gitServer.js';
 import { dropDatabase } from './support/database.js';
 import pg from 'pg';
+import { encodeGlobalId } from '../src/schema/globalId.js';
+import { RunQueue } from '../src/sync/runQueue.js';
 
 const dbId = (globalId: string) => Buffer.from(globalId, 'base64url').toString().split(':')[1]!;
 
@@ -80,6 +82,30 @@ describe('engine: failures and self-healing', () => {
   afterAll(async () => {
     await h?.app.close();
     await server?.close();
+  });
+
+  it('a run held RUNNING under this instance that it no longer executes (its end never reached the database) is queued again and finished', async () => {
+    const { upstream, id } = await addSynced(h, server, 'abandoned');
+    const head = await upstream.commit({ 'after.txt': 'after\n' });
+    // Queued and claimed in the database as this instance, but never executed here: what is left when the
+    // database went away as a claim's answer or a run's last statement was on its way.
+    const queue = new RunQueue(h.app.app.db.prisma);
+    const { run } = await queue.enqueue({ repositoryId: id, tenantId: (await h.app.app.db.prisma.repository.findUniqueOrThrow({ where: { id } })).tenantId, trigger: 'MANUAL' });
+    expect(await queue.claim(run.id, h.app.app.instanceId)).not.toBeNull();
+    expect(await h.app.app.engine.requeueAbandoned()).toBe(1);
+    await waitUntil(async () => (await h.app.app.db.prisma.syncRun.findUniqueOrThrow({ where: { id: run.id } })).status === 'SUCCEEDED');
+    expect(await h.app.app.db.prisma.repository.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'SYNCED', lastCommitSha: head });
+    // A run it does execute is left alone.
+    await upstream.commit({ 'slow.txt': 'slow\n' });
+    server.setFault('abandoned', { kind: 'delay', ms: 1_500 });
+    try {
+      await h.client.request(SyncRepositoryDocument, { repositoryId: encodeGlobalId('Repository', id) });
+      await waitUntil(async () => (await h.app.app.db.prisma.syncRun.count({ where: { repositoryId: id, status: 'RUNNING' } })) === 1);
+      expect(await h.app.app.engine.requeueAbandoned()).toBe(0);
+    } finally {
+      server.setFault('abandoned', null);
+    }
+    await waitForIdle(h.app.app, id);
   });
 
   it('kills a git call that hangs, fails the run within its timeout and keeps the last good copy', async () => {

@@ -21,7 +21,6 @@ export async function createApiToken(prisma: Prisma, tenantName: string): Promis
   return { tenantId: tenant.id, token };
 }
 
-/** The tenant a bearer token belongs to, or null. */
 /** The token's tenant and its own id (per-token limits), or null for a missing or unknown token. */
 export async function authenticateToken(prisma: Prisma, token: string | undefined | null): Promise<{ tenantId: string; tokenId: string } | null> {
   if (!token || token.length > 200) return null;

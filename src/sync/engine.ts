@@ -161,15 +161,11 @@ export class SyncEngine {
    * sweep would ever take it. Returns how many runs were re-queued.
    */
   async requeueAbandoned(): Promise<number> {
-    const held = await this.deps.prisma.syncRun.findMany({
-      where: { activeSlot: 'RUNNING', claimedBy: this.options.instanceId },
-      select: { id: true, repositoryId: true },
-    });
-    let requeued = 0;
-    for (const run of held) {
-      if (this.active.get(run.repositoryId)?.runId === run.id || this.claiming.has(run.id)) continue;
-      if (await this.runQueue.requeue(run.id, 'interrupted: its end could not be recorded; queued again', this.options.instanceId)) requeued++;
-    }
+    const requeued = await this.runQueue.requeueOrphans(
+      this.options.instanceId,
+      'interrupted: its end could not be recorded; queued again',
+      (run) => this.active.get(run.repositoryId)?.runId === run.id || this.claiming.has(run.id),
+    );
     if (requeued) this.deps.logger.warn({ requeuedRuns: requeued }, 'runs whose end could not be recorded were queued again');
     await this.resumeQueued();
     return requeued;

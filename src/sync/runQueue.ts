@@ -154,21 +154,29 @@ export class RunQueue {
     });
   }
 
-  /** The instances (SyncRun.claimedBy) that hold running runs; null for a run with no owner recorded. */
+  /**
+   * The instances (SyncRun.claimedBy) that hold running runs; null for a run with no owner recorded.
+   * (status RUNNING is activeSlot RUNNING; the (status, priority) index serves it.)
+   */
   async runningOwners(): Promise<(string | null)[]> {
-    const rows = await this.prisma.syncRun.findMany({ where: { activeSlot: 'RUNNING' }, select: { claimedBy: true }, distinct: ['claimedBy'] });
+    const rows = await this.prisma.syncRun.findMany({ where: { status: 'RUNNING' }, select: { claimedBy: true }, distinct: ['claimedBy'] });
     return rows.map((row) => row.claimedBy);
   }
 
   /**
-   * Runs left RUNNING by a process that stopped go back to the queue (or are
-   * cancelled when a follow-up is already queued, which covers them).
+   * Runs `owner` left RUNNING go back to the queue (or are cancelled when a
+   * follow-up is already queued, which covers them): those of a process that
+   * stopped, or, with `keep`, those a live one no longer executes.
    */
-  async requeueOrphans(owner: string | null): Promise<number> {
-    const orphans = await this.prisma.syncRun.findMany({ where: { activeSlot: 'RUNNING', claimedBy: owner }, select: { id: true } });
+  async requeueOrphans(
+    owner: string | null,
+    reason = 'interrupted: the process stopped during this run',
+    keep: (run: { id: string; repositoryId: string }) => boolean = () => false,
+  ): Promise<number> {
+    const orphans = await this.prisma.syncRun.findMany({ where: { status: 'RUNNING', claimedBy: owner }, select: { id: true, repositoryId: true } });
     let requeued = 0;
     for (const orphan of orphans) {
-      if (await this.requeue(orphan.id, 'interrupted: the process stopped during this run', owner)) requeued++;
+      if (!keep(orphan) && (await this.requeue(orphan.id, reason, owner))) requeued++;
     }
     return requeued;
   }
